@@ -1,0 +1,252 @@
+//! The assembled store: configuration in, a running server out.
+//!
+//! [`App::open`] does every start-up check before anything is bound (keys
+//! parse and are P-384, the certificate matches its key, the database opens
+//! and is not locked); [`App::serve`] runs the listener, the expiry sweeper
+//! and the reload handler until the shutdown future completes, then drains
+//! and flushes the database.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::auth::BasicCredentials;
+use crate::http::HttpContext;
+use crate::keys::KeyRing;
+use crate::server::tls::{self, ReloadableCert};
+use crate::server::{self, ServerOptions};
+use crate::service::Service;
+use crate::store::Store;
+
+/// A store ready to serve.
+pub struct App {
+    config: Config,
+    service: Arc<Service>,
+    cert: Option<Arc<ReloadableCert>>,
+    basic: Option<BasicCredentials>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl App {
+    /// Validates `config`, loads keys and certificate, opens the database.
+    pub fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        config.validate()?;
+        let keys = KeyRing::load(&config.stores).context("loading store keys")?;
+        let cert = if config.tls.enabled {
+            let key = tls::load_certified_key(&config.tls.cert, &config.tls.key)
+                .context("loading the TLS certificate")?;
+            Some(Arc::new(ReloadableCert::new(key)))
+        } else {
+            None
+        };
+        let basic = load_basic_credentials(config)?;
+        let store = Store::open(&config.storage.path).with_context(|| {
+            format!("opening the database at {}", config.storage.path.display())
+        })?;
+        let service = Service::new(
+            store,
+            keys,
+            clock,
+            config.auth.clock_skew_seconds,
+            config.server.max_inflated_bytes,
+        );
+        Ok(App {
+            config: config.clone(),
+            service: Arc::new(service),
+            cert,
+            basic,
+        })
+    }
+
+    /// The service, for in-process callers.
+    pub fn service(&self) -> Arc<Service> {
+        Arc::clone(&self.service)
+    }
+
+    /// Serves `listener` until `shutdown` completes; then drains, stops the
+    /// sweeper and flushes the database.
+    pub fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.serve_with_reload(listener, shutdown, None)
+    }
+
+    /// [`App::serve`], reloading keys and certificate whenever `reloads`
+    /// yields (SIGHUP in production).
+    pub async fn serve_with_reload(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        reloads: Option<tokio::sync::mpsc::Receiver<()>>,
+    ) -> anyhow::Result<()> {
+        let App {
+            config,
+            service,
+            cert,
+            basic,
+        } = self;
+        let tls = match &cert {
+            Some(cert) => Some(TlsAcceptor::from(
+                tls::server_config(Arc::clone(cert)).context("building the TLS configuration")?,
+            )),
+            None => None,
+        };
+        let ctx = Arc::new(HttpContext {
+            service: Arc::clone(&service),
+            base_path: config.server.base_path.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            basic,
+        });
+        let options = ServerOptions {
+            max_connections: config.server.max_connections,
+            handshake_timeout: Duration::from_secs(config.server.handshake_timeout_seconds),
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let sweeper = tokio::spawn(sweep(
+            Arc::clone(&service),
+            Duration::from_secs(config.storage.sweep_interval_seconds),
+            stop_rx.clone(),
+        ));
+        let reloader = reloads.map(|rx| {
+            tokio::spawn(reload_loop(
+                rx,
+                config.clone(),
+                Arc::clone(&service),
+                cert.clone(),
+                stop_rx,
+            ))
+        });
+        let addr = listener
+            .local_addr()
+            .context("reading the listener's address")?;
+        log::info!(
+            "listening on {addr} ({}, base path {}, {} store(s))",
+            if tls.is_some() {
+                "https"
+            } else {
+                "http, TLS disabled"
+            },
+            config.server.base_path,
+            service.keys().store_count()
+        );
+        crate::notify::ready();
+        server::run(listener, tls, ctx, options, shutdown).await;
+        crate::notify::stopping();
+        let _ = stop_tx.send(true);
+        let _ = sweeper.await;
+        if let Some(reloader) = reloader {
+            let _ = reloader.await;
+        }
+        service
+            .store()
+            .flush()
+            .context("flushing the database on shutdown")?;
+        log::info!("database flushed; stopped");
+        Ok(())
+    }
+}
+
+fn load_basic_credentials(config: &Config) -> anyhow::Result<Option<BasicCredentials>> {
+    let (Some(user), Some(file)) = (
+        &config.auth.basic_username,
+        &config.auth.basic_password_file,
+    ) else {
+        return Ok(None);
+    };
+    let password = std::fs::read_to_string(file)
+        .with_context(|| format!("reading auth.basic_password_file {}", file.display()))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        anyhow::bail!("auth.basic_password_file {} is empty", file.display());
+    }
+    Ok(Some(BasicCredentials::new(user, password)))
+}
+
+/// Purges expired states every `interval` until told to stop.
+async fn sweep(service: Arc<Service>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        match service.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("purged {n} expired state(s)"),
+            Err(e) => log::error!("purging expired states failed: {e}"),
+        }
+    }
+}
+
+/// Re-reads keys and certificate on each reload request. A broken file
+/// keeps the old ones in service and says why.
+async fn reload_loop(
+    mut requests: tokio::sync::mpsc::Receiver<()>,
+    config: Config,
+    service: Arc<Service>,
+    cert: Option<Arc<ReloadableCert>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            request = requests.recv() => if request.is_none() { return },
+        }
+        crate::notify::reloading();
+        reload(&config, &service, cert.as_deref());
+        crate::notify::ready();
+    }
+}
+
+fn reload(config: &Config, service: &Service, cert: Option<&ReloadableCert>) {
+    // Re-read the file so new [[stores]] tables are picked up too.
+    let fresh = match &config.source_path {
+        Some(path) => match Config::load(path).and_then(|c| c.validate().map(|_| c)) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload: {e}; keeping the current keys and certificate");
+                return;
+            }
+        },
+        None => config.clone(),
+    };
+    match KeyRing::load(&fresh.stores) {
+        Ok(keys) => {
+            let count = keys.store_count();
+            service.replace_keys(keys);
+            log::info!("reload: keys of {count} store(s) loaded");
+        }
+        Err(e) => log::error!("reload: {e}; keeping the current keys"),
+    }
+    if let Some(cert) = cert {
+        match tls::load_certified_key(&fresh.tls.cert, &fresh.tls.key) {
+            Ok(key) => {
+                cert.replace(key);
+                log::info!(
+                    "reload: TLS certificate loaded from {}",
+                    fresh.tls.cert.display()
+                );
+            }
+            Err(e) => log::error!("reload: {e}; keeping the current certificate"),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The command line: `serve`, `simulate`, `check` and `keys`, each a thin
+//! call into the library. Exit codes: 0 success, 1 failure while running
+//! (or a simulate step failed), 2 bad usage or configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
+use crate::simulate::{self, SimulateOptions};
+
+/// flow-store: keep Boomi Flow states on your own servers.
+#[derive(Debug, Parser)]
+#[command(name = "flow-store", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the store.
+    Serve {
+        /// Configuration file [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Development mode: self-signed certificate, fresh keys and data in ./flow-store-dev/.
+        #[arg(long, conflicts_with = "config")]
+        dev: bool,
+    },
+    /// Play the platform against a running store: save, load, update, delete.
+    Simulate {
+        /// Use the files `serve --dev` wrote in ./flow-store-dev/.
+        #[arg(long, conflicts_with_all = ["url", "platform_key", "receiver_key"])]
+        dev: bool,
+        /// Base URL of the store, e.g. https://store.example.com:8443/api/storage/1.
+        #[arg(long, required_unless_present = "dev")]
+        url: Option<String>,
+        /// The platform key pair (JWK with "d").
+        #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+        platform_key: Option<PathBuf>,
+        /// The receiver key (JWK; the public part is enough).
+        #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+        receiver_key: Option<PathBuf>,
+        /// Trust this CA certificate (PEM) instead of the system's.
+        #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+        ca: Option<PathBuf>,
+        /// Accept any server certificate.
+        #[arg(long)]
+        insecure: bool,
+        /// Tenant id to use [default: random].
+        #[arg(long)]
+        tenant: Option<Uuid>,
+        /// HTTP Basic credentials as USER:PASSWORD, if the store requires them.
+        #[arg(long, value_name = "USER:PASSWORD", env = "FLOW_STORE_SIMULATE_BASIC")]
+        basic: Option<String>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, dev } => serve(config, dev),
+        Command::Simulate {
+            dev,
+            url,
+            platform_key,
+            receiver_key,
+            ca,
+            insecure,
+            tenant,
+            basic,
+        } => {
+            let options = if dev {
+                SimulateOptions::from_dev_dir(Path::new(crate::dev::DEV_DIR))
+            } else {
+                Ok(SimulateOptions {
+                    url: url.unwrap_or_default(),
+                    platform_key: platform_key.unwrap_or_default(),
+                    receiver_key: receiver_key.unwrap_or_default(),
+                    ca,
+                    insecure,
+                    tenant,
+                    basic,
+                })
+            };
+            run_simulate(options)
+        }
+    }
+}
+
+/// The configuration file to use: `--config`, `$FLOW_STORE_CONFIG`, or the default.
+pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn report(error: &anyhow::Error) {
+    // The whole context chain on one line, like ripgrep.
+    eprintln!("flow-store: {error:#}");
+    log::error!("{error:#}");
+}
+
+fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
+    let path = if dev {
+        match crate::dev::prepare(Path::new(crate::dev::DEV_DIR)) {
+            Ok(p) => p,
+            Err(e) => {
+                report(&e);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        config_path(config)
+    };
+    let config = match Config::load(&path).and_then(|c| c.validate().map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("flow-store: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(config.log_level().unwrap_or(log::LevelFilter::Info));
+    log::info!(
+        "flow-store {} starting with {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    match run_server(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_server(config: &Config) -> anyhow::Result<()> {
+    let app = App::open(config, Arc::new(SystemClock))?;
+    let addr = config.listen_addr().context("server.listen")?;
+    let std_listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} (server.listen): is another flow-store or another service using this port?")
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .context("configuring the listener")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flow-store")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?;
+        let reloads = crate::server::shutdown::hangups();
+        app.serve_with_reload(
+            listener,
+            crate::server::shutdown::terminate(),
+            Some(reloads),
+        )
+        .await
+    })
+}
+
+fn run_simulate(options: anyhow::Result<SimulateOptions>) -> ExitCode {
+    let result = options.and_then(|options| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(simulate::run(options))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flow-store simulate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

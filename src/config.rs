@@ -1,0 +1,555 @@
+//! Configuration: the file schema, its layering, and the rules that span keys.
+//!
+//! Loading happens in three steps, and nothing downstream sees raw input:
+//! figment layers the built-in defaults, the TOML file and `FLOW_STORE_*`
+//! environment variables ([`Config::load`]); relative paths are resolved
+//! against the file's own directory; [`Config::validate`] checks every rule
+//! and names the offending key. Components then receive plain structs.
+//!
+//! Operators migrating from Boomi's Java reference store may keep its
+//! `PLATFORM_KEY`/`RECEIVER_KEY` (and `…_<kid>`) variables: each pair
+//! becomes one more store with inline keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Where `serve` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/flow-store/config.toml";
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "FLOW_STORE_CONFIG";
+
+/// Prefix of environment variables that override file settings.
+pub const ENV_PREFIX: &str = "FLOW_STORE_";
+
+/// The whole configuration, as the file spells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener and HTTP settings.
+    pub server: ServerSettings,
+    /// TLS certificate and key.
+    pub tls: TlsSettings,
+    /// The sled database.
+    pub storage: StorageSettings,
+    /// Request authentication.
+    pub auth: AuthSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// One entry per store created on the platform.
+    pub stores: Vec<StoreEntry>,
+    /// The file this configuration was loaded from (reloads re-read it).
+    #[serde(skip)]
+    pub source_path: Option<PathBuf>,
+}
+
+/// `[server]`: where to listen and how much to accept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `address:port` to bind.
+    pub listen: String,
+    /// Path prefix of every endpoint.
+    pub base_path: String,
+    /// Largest request body accepted; larger bodies get 413 before being read whole.
+    pub max_body_bytes: u64,
+    /// Largest plaintext a `zip: DEF` token may inflate to.
+    pub max_inflated_bytes: u64,
+    /// Connections served at once; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub handshake_timeout_seconds: u64,
+    /// Seconds a client has to send a request's headers.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            base_path: "/api/storage/1".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            max_inflated_bytes: 64 * 1024 * 1024,
+            max_connections: 1024,
+            handshake_timeout_seconds: 10,
+            header_read_timeout_seconds: 10,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[tls]`: the server certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// `false` only behind a TLS-terminating proxy.
+    pub enabled: bool,
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert: "tls/cert.pem".into(),
+            key: "tls/key.pem".into(),
+        }
+    }
+}
+
+/// `[storage]`: the database directory and its housekeeping.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// sled directory, created if missing.
+    pub path: PathBuf,
+    /// Seconds between sweeps that purge expired states.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            path: "data".into(),
+            sweep_interval_seconds: 300,
+        }
+    }
+}
+
+/// `[auth]`: tolerances and optional HTTP Basic credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// How far the platform's clock may run ahead of ours, in seconds.
+    pub clock_skew_seconds: u64,
+    /// Basic-auth user name the platform must send (with `basic_password_file`).
+    pub basic_username: Option<String>,
+    /// File holding the Basic-auth password (secret; trailing newline ignored).
+    pub basic_password_file: Option<PathBuf>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            clock_skew_seconds: 30,
+            basic_username: None,
+            basic_password_file: None,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[[stores]]`: the key pair of one store created on the platform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreEntry {
+    /// The store's name on the platform, for operators.
+    pub name: String,
+    /// The platform key (a public JWK is enough).
+    pub platform_key: KeySource,
+    /// The receiver key (a JWK with its private part).
+    pub receiver_key: KeySource,
+}
+
+/// Where a JWK comes from. In the file it is always a path.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeySource {
+    /// A JWK file.
+    File(PathBuf),
+    /// A JWK given inline (from the Java reference store's variables).
+    #[serde(skip_deserializing)]
+    Inline(String),
+}
+
+impl std::fmt::Debug for KeySource {
+    // Inline keys hold private material: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "File({})", path.display()),
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Inline(_) => f.write_str("an inline key from the environment"),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error("configuration file {0} does not exist (create it from config.example.toml, or pass --config)")]
+    Missing(PathBuf),
+    /// The file or an environment variable could not be parsed.
+    #[error("{0}")]
+    Parse(String),
+    /// A value breaks a rule; the message names the key.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (which must exist), layered over the defaults and under
+    /// `FLOW_STORE_*` variables, then resolves relative paths against the
+    /// file's directory and appends the Java reference store's key variables.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Missing(path.to_path_buf()));
+        }
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(path))
+            .merge(env_provider(env));
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve_paths(&base);
+        config.stores.extend(reference_store_keys(env)?);
+        config.source_path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.storage.path);
+        if let Some(p) = self.auth.basic_password_file.as_mut() {
+            fix(p);
+        }
+        for store in &mut self.stores {
+            for source in [&mut store.platform_key, &mut store.receiver_key] {
+                if let KeySource::File(p) = source {
+                    fix(p);
+                }
+            }
+        }
+    }
+
+    /// Checks every rule that a type cannot express; each message names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen_addr().is_err() {
+            return invalid(format!(
+                "server.listen = {:?} is not an address:port such as \"0.0.0.0:8443\"",
+                self.server.listen
+            ));
+        }
+        let base = &self.server.base_path;
+        if !base.starts_with('/') || (base.len() > 1 && base.ends_with('/')) || base.contains('?') {
+            return invalid(format!(
+                "server.base_path = {base:?} must start with '/' and not end with one, e.g. \"/api/storage/1\""
+            ));
+        }
+        let positive = [
+            ("server.max_body_bytes", self.server.max_body_bytes),
+            ("server.max_inflated_bytes", self.server.max_inflated_bytes),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.handshake_timeout_seconds",
+                self.server.handshake_timeout_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds,
+            ),
+            (
+                "storage.sweep_interval_seconds",
+                self.storage.sweep_interval_seconds,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(format!("{key} must be greater than 0"));
+            }
+        }
+        if self.auth.clock_skew_seconds > 300 {
+            return invalid(format!(
+                "auth.clock_skew_seconds = {} is more than 300; fix the clocks (NTP) instead",
+                self.auth.clock_skew_seconds
+            ));
+        }
+        if self.auth.basic_username.is_some() != self.auth.basic_password_file.is_some() {
+            return invalid(
+                "auth.basic_username and auth.basic_password_file must be set together".into(),
+            );
+        }
+        if self.log_level().is_none() {
+            return invalid(format!(
+                "log.level = {:?} is not one of error, warn, info, debug, trace",
+                self.log.level
+            ));
+        }
+        if self.stores.is_empty() {
+            return invalid(
+                "no [[stores]] are configured: import the keys the platform gave you with \
+                 `flow-store keys import`, or add a [[stores]] table"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The parsed `server.listen`.
+    pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        self.server.listen.parse()
+    }
+
+    /// The parsed `log.level`.
+    pub fn log_level(&self) -> Option<log::LevelFilter> {
+        self.log.level.parse().ok()
+    }
+}
+
+/// `FLOW_STORE_SECTION__KEY` variables, minus the one naming the file itself.
+fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<figment::value::Dict> {
+    let mut dict = figment::value::Dict::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name == CONFIG_ENV || rest.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        insert_env_value(&mut dict, &parts, value);
+    }
+    Serialized::defaults(dict)
+}
+
+fn insert_env_value(dict: &mut figment::value::Dict, parts: &[String], raw: &str) {
+    use figment::value::Value;
+    match parts {
+        [] => {}
+        [last] => {
+            // Parse like figment's Env does: numbers and booleans become typed.
+            let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.to_string()));
+            dict.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(figment::value::Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_env_value(inner, rest, raw);
+            }
+        }
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Stores from the Java reference store's variables: `PLATFORM_KEY` +
+/// `RECEIVER_KEY`, and `PLATFORM_KEY_<kid>` + `RECEIVER_KEY_<kid>`.
+fn reference_store_keys(env: &[(String, String)]) -> Result<Vec<StoreEntry>, ConfigError> {
+    let lookup = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let mut stores = Vec::new();
+    let mut suffixes: Vec<String> = env
+        .iter()
+        .filter_map(|(n, _)| n.strip_prefix("PLATFORM_KEY"))
+        .map(str::to_string)
+        .filter(|s| s.is_empty() || s.starts_with('_'))
+        .collect();
+    suffixes.sort();
+    for suffix in suffixes {
+        let platform = format!("PLATFORM_KEY{suffix}");
+        let receiver = format!("RECEIVER_KEY{suffix}");
+        let (Some(p), Some(r)) = (lookup(&platform), lookup(&receiver)) else {
+            return Err(ConfigError::Invalid(format!(
+                "{platform} is set but {receiver} is not; the Java-compatible variables come in pairs"
+            )));
+        };
+        stores.push(StoreEntry {
+            name: format!("environment {platform}"),
+            platform_key: KeySource::Inline(p),
+            receiver_key: KeySource::Inline(r),
+        });
+    }
+    let orphan = env.iter().map(|(n, _)| n).find(|n| {
+        n.strip_prefix("RECEIVER_KEY")
+            .is_some_and(|s| s.is_empty() || s.starts_with('_'))
+            && lookup(&n.replacen("RECEIVER_KEY", "PLATFORM_KEY", 1)).is_none()
+    });
+    if let Some(name) = orphan {
+        return Err(ConfigError::Invalid(format!(
+            "{name} is set without its PLATFORM_KEY counterpart"
+        )));
+    }
+    Ok(stores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MINIMAL: &str = r#"
+[[stores]]
+name = "a"
+platform_key = "keys/p.jwk"
+receiver_key = "/abs/r.jwk"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), MINIMAL);
+        let cfg = Config::load_with_env(&path, &[]).unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:8443");
+        assert_eq!(cfg.server.base_path, "/api/storage/1");
+        assert_eq!(cfg.storage.path, dir.path().join("data"));
+        assert_eq!(cfg.tls.cert, dir.path().join("tls/cert.pem"));
+        assert_eq!(
+            cfg.stores[0].platform_key,
+            KeySource::File(dir.path().join("keys/p.jwk"))
+        );
+        assert_eq!(
+            cfg.stores[0].receiver_key,
+            KeySource::File("/abs/r.jwk".into())
+        );
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "[server]\nlisten = \"127.0.0.1:1\"\nlsiten = 3\n",
+        );
+        let err = Config::load_with_env(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("lsiten"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), MINIMAL);
+        let env = vec![
+            (
+                "FLOW_STORE_SERVER__LISTEN".to_string(),
+                "0.0.0.0:9443".to_string(),
+            ),
+            (
+                "FLOW_STORE_STORAGE__SWEEP_INTERVAL_SECONDS".to_string(),
+                "7".to_string(),
+            ),
+            ("FLOW_STORE_CONFIG".to_string(), "/ignored".to_string()),
+        ];
+        let cfg = Config::load_with_env(&path, &env).unwrap();
+        assert_eq!(cfg.server.listen, "0.0.0.0:9443");
+        assert_eq!(cfg.storage.sweep_interval_seconds, 7);
+    }
+
+    #[test]
+    fn unknown_environment_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), MINIMAL);
+        let env = vec![("FLOW_STORE_SERVER__LISTN".to_string(), "x".to_string())];
+        let err = Config::load_with_env(&path, &env).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn reference_store_variables_become_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "");
+        let env = vec![
+            ("PLATFORM_KEY".to_string(), "{}".to_string()),
+            ("RECEIVER_KEY".to_string(), "{}".to_string()),
+            ("PLATFORM_KEY_abc".to_string(), "{}".to_string()),
+            ("RECEIVER_KEY_abc".to_string(), "{}".to_string()),
+        ];
+        let cfg = Config::load_with_env(&path, &env).unwrap();
+        assert_eq!(cfg.stores.len(), 2);
+        let lonely = vec![("RECEIVER_KEY_x".to_string(), "{}".to_string())];
+        assert!(Config::load_with_env(&path, &lonely).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut cfg = Config::default();
+        cfg.stores.push(StoreEntry {
+            name: "a".into(),
+            platform_key: KeySource::File("p".into()),
+            receiver_key: KeySource::File("r".into()),
+        });
+        cfg.validate().unwrap();
+        cfg.server.base_path = "api/".into();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("server.base_path"));
+        cfg.server.base_path = "/api".into();
+        cfg.auth.basic_username = Some("u".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("basic_password_file"));
+        cfg.auth.basic_username = None;
+        cfg.stores.clear();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("keys import"));
+    }
+}

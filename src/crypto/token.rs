@@ -1,0 +1,379 @@
+//! State tokens: the nested JWTs (a JWE around an ES384 JWS) that carry a
+//! state from the platform on save, and back to it on load.
+//!
+//! Opening runs in a fixed order so that each failure has one meaning:
+//! shape and header allow-list → receiver key by `kid` → decryption (and
+//! capped inflation) → inner JWS shape → platform key by `kid` → signature →
+//! claims. Failures of form are 400s; failures of authenticity are 401s
+//! ([`TokenError::is_authentication_failure`]).
+
+use std::fmt;
+use std::io::{self, Read};
+
+use josekit::jwe::{JweCompression, JweContext, JweDecrypter};
+use josekit::jws::{JwsContext, JwsHeader as JosekitJwsHeader};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::claims::{check_times, Audience, TimePolicy};
+use super::compact::{self, JweHeader, JwsHeader};
+use super::error::TokenError;
+use super::request::{verify_es384, PLATFORM_ISSUER};
+use crate::keys::{KeyRing, PlatformKey, ReceiverKey};
+use crate::model::{parse_canonical_uuid, State, StateMeta, Timestamp};
+
+/// Longest `exp` distance for a state token: 300 minutes.
+pub const MAX_LIFETIME_SECONDS: i64 = 300 * 60;
+
+/// Reply tokens are valid from 2 minutes before to 10 minutes after now.
+const REPLY_NOT_BEFORE_SECONDS: i64 = 2 * 60;
+const REPLY_LIFETIME_SECONDS: i64 = 10 * 60;
+
+const ENCRYPTED_KEY_OVERHEAD: usize = 8; // AES key wrap adds one 64-bit block
+const IV_LEN: usize = 16;
+const P384_COORDINATE_LEN: usize = 48;
+
+/// The content encryptions the contract allows, with their key and tag sizes.
+fn content_encryption(enc: &str) -> Option<(usize, usize)> {
+    match enc {
+        "A192CBC-HS384" => Some((48, 24)),
+        "A256CBC-HS512" => Some((64, 32)),
+        _ => None,
+    }
+}
+
+/// DEFLATE that refuses to inflate past a cap, so a small token cannot
+/// expand into gigabytes (a "zip bomb").
+#[derive(Debug, Clone)]
+struct CappedDeflate {
+    limit: u64,
+}
+
+#[derive(Debug)]
+struct InflationCapExceeded;
+
+impl fmt::Display for InflationCapExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("inflated plaintext exceeds the cap")
+    }
+}
+
+impl std::error::Error for InflationCapExceeded {}
+
+impl JweCompression for CappedDeflate {
+    fn name(&self) -> &str {
+        "DEF"
+    }
+
+    fn compress(&self, message: &[u8]) -> Result<Vec<u8>, io::Error> {
+        josekit::jwe::zip::Def.compress(message)
+    }
+
+    fn decompress(&self, data: &[u8]) -> Result<Vec<u8>, io::Error> {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(data)
+            .take(self.limit.saturating_add(1))
+            .read_to_end(&mut out)?;
+        if out.len() as u64 > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                InflationCapExceeded,
+            ));
+        }
+        Ok(out)
+    }
+
+    fn box_clone(&self) -> Box<dyn JweCompression> {
+        Box::new(self.clone())
+    }
+}
+
+/// Opens state tokens; built once, shared by all requests.
+#[derive(Debug)]
+pub struct StateTokenOpener {
+    jwe: JweContext,
+    max_inflated_bytes: u64,
+    skew_seconds: i64,
+}
+
+/// The claims of a state token's inner JWS.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StateClaims {
+    iss: String,
+    aud: Audience,
+    sub: String,
+    exp: f64,
+    nbf: Option<f64>,
+    iat: Option<f64>,
+    id: String,
+    tenant: String,
+    parent: Option<String>,
+    flow: Option<String>,
+    flow_version: Option<String>,
+    current_map_element: Option<String>,
+    current_user: Option<String>,
+    #[serde(default)]
+    is_done: bool,
+    created_at: Option<String>,
+    updated_at: String,
+    expires_at: Option<String>,
+    content: String,
+}
+
+impl StateTokenOpener {
+    /// An opener that inflates at most `max_inflated_bytes` and tolerates
+    /// `skew_seconds` of platform clock lead.
+    pub fn new(max_inflated_bytes: u64, skew_seconds: i64) -> Self {
+        let mut jwe = JweContext::new();
+        // josekit registers more than the contract allows; keep only ours.
+        for enc in ["A128CBC-HS256", "A128GCM", "A192GCM", "A256GCM"] {
+            jwe.remove_content_encryption(enc);
+        }
+        jwe.remove_compression("DEF");
+        jwe.add_compression(Box::new(CappedDeflate {
+            limit: max_inflated_bytes,
+        }));
+        Self {
+            jwe,
+            max_inflated_bytes,
+            skew_seconds,
+        }
+    }
+
+    /// Opens `token` for the URL's `tenant` as of `now`.
+    pub fn open(
+        &self,
+        token: &str,
+        keys: &KeyRing,
+        tenant: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<State, TokenError> {
+        let jws = self.decrypt(token, keys)?;
+        let payload = verify_inner_jws(&jws, keys)?;
+        let claims: StateClaims = serde_json::from_slice(&payload).map_err(|_| {
+            TokenError::Malformed(
+                "the claims are missing a required claim or have a claim of the wrong type",
+            )
+        })?;
+        self.check_claims(claims, tenant, now)
+    }
+
+    fn decrypt(&self, token: &str, keys: &KeyRing) -> Result<String, TokenError> {
+        let segments = compact::split(token, 5).map_err(TokenError::Malformed)?;
+        let header: JweHeader = compact::header(segments[0]).map_err(TokenError::Malformed)?;
+        check_jwe_shape(&header, &segments)?;
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or(TokenError::UnknownReceiverKey)?;
+        let key = keys.receiver(kid).ok_or(TokenError::UnknownReceiverKey)?;
+        let decrypter: &dyn JweDecrypter = if header.alg == "ECDH-ES+A256KW" {
+            key.decrypter_a256kw()
+        } else {
+            key.decrypter_a192kw()
+        };
+        let (plaintext, _) = self
+            .jwe
+            .deserialize_compact(token, decrypter)
+            .map_err(|e| self.classify_decrypt_error(e))?;
+        String::from_utf8(plaintext)
+            .map_err(|_| TokenError::Malformed("the plaintext is not UTF-8"))
+    }
+
+    fn classify_decrypt_error(&self, error: josekit::JoseError) -> TokenError {
+        let inflation_capped = std::error::Error::source(&error)
+            .and_then(|e| e.downcast_ref::<io::Error>())
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<InflationCapExceeded>());
+        if inflation_capped {
+            TokenError::TooLarge(self.max_inflated_bytes)
+        } else {
+            TokenError::Undecryptable
+        }
+    }
+
+    fn check_claims(
+        &self,
+        c: StateClaims,
+        tenant: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<State, TokenError> {
+        let claim = |claim, problem| TokenError::Claim { claim, problem };
+        if c.iss != PLATFORM_ISSUER {
+            return Err(claim("iss", "is not \"manywho\""));
+        }
+        if !c.aud.contains_tenant(tenant) {
+            return Err(claim("aud", "does not name the tenant in the URL"));
+        }
+        if c.sub.is_empty() {
+            return Err(claim("sub", "is empty"));
+        }
+        let policy = TimePolicy {
+            skew_seconds: self.skew_seconds,
+            max_lifetime_seconds: MAX_LIFETIME_SECONDS,
+        };
+        check_times(c.exp, c.nbf, c.iat, now, policy).map_err(|(n, p)| claim(n, p))?;
+        let id = parse_canonical_uuid(&c.id).ok_or(claim("id", "is not a UUID"))?;
+        let claimed_tenant =
+            parse_canonical_uuid(&c.tenant).ok_or(claim("tenant", "is not a UUID"))?;
+        if claimed_tenant != tenant {
+            return Err(claim("tenant", "differs from the tenant in the URL"));
+        }
+        let optional_uuid = |name: &'static str, v: Option<String>| match v {
+            None => Ok(None),
+            Some(s) => parse_canonical_uuid(&s)
+                .map(Some)
+                .ok_or(claim(name, "is not a UUID or null")),
+        };
+        let timestamp = |name: &'static str, v: &str| {
+            Timestamp::parse(v).map_err(|_| claim(name, "is not an RFC 3339 timestamp"))
+        };
+        let meta = StateMeta {
+            parent: optional_uuid("parent", c.parent)?,
+            flow: optional_uuid("flow", c.flow)?,
+            flow_version: optional_uuid("flowVersion", c.flow_version)?,
+            current_map_element: optional_uuid("currentMapElement", c.current_map_element)?,
+            current_user: optional_uuid("currentUser", c.current_user)?,
+            is_done: c.is_done,
+            created_at: match c.created_at.as_deref() {
+                None | Some("") => None,
+                Some(t) => Some(timestamp("createdAt", t)?),
+            },
+            updated_at: timestamp("updatedAt", &c.updated_at)?,
+            expires_at: match c.expires_at.as_deref() {
+                None | Some("") => None,
+                Some(t) => Some(timestamp("expiresAt", t)?),
+            },
+        };
+        Ok(State {
+            tenant,
+            id,
+            meta,
+            content: c.content,
+        })
+    }
+}
+
+/// Checks the JWE header values and segment sizes against the contract.
+fn check_jwe_shape(header: &JweHeader, segments: &[&str]) -> Result<(), TokenError> {
+    if header.alg != "ECDH-ES+A192KW" && header.alg != "ECDH-ES+A256KW" {
+        return Err(TokenError::Algorithm(
+            "alg must be ECDH-ES+A192KW or ECDH-ES+A256KW",
+        ));
+    }
+    let (key_len, tag_len) = content_encryption(&header.enc).ok_or(TokenError::Algorithm(
+        "enc must be A192CBC-HS384 or A256CBC-HS512",
+    ))?;
+    if header.zip.as_deref().is_some_and(|z| z != "DEF") {
+        return Err(TokenError::Algorithm("zip must be absent or DEF"));
+    }
+    if header
+        .cty
+        .as_deref()
+        .is_some_and(|c| !c.eq_ignore_ascii_case("JWT"))
+    {
+        return Err(TokenError::Malformed("cty must be JWT"));
+    }
+    let epk = &header.epk;
+    if epk.kty != "EC" || epk.crv != "P-384" {
+        return Err(TokenError::Malformed("epk must be an EC key on P-384"));
+    }
+    let coordinate_ok = |c: &str| compact::decode(c).is_ok_and(|b| b.len() == P384_COORDINATE_LEN);
+    if !coordinate_ok(&epk.x) || !coordinate_ok(&epk.y) {
+        return Err(TokenError::Malformed(
+            "epk coordinates must be 48 bytes each",
+        ));
+    }
+    let sized = |segment: &str, ok: &dyn Fn(usize) -> bool| {
+        compact::decode(segment).is_ok_and(|b| ok(b.len()))
+    };
+    if !sized(segments[1], &|n| n == key_len + ENCRYPTED_KEY_OVERHEAD) {
+        return Err(TokenError::Malformed(
+            "the encrypted key has the wrong length",
+        ));
+    }
+    if !sized(segments[2], &|n| n == IV_LEN) {
+        return Err(TokenError::Malformed(
+            "the initialization vector has the wrong length",
+        ));
+    }
+    if !sized(segments[3], &|n| n > 0 && n % 16 == 0) {
+        return Err(TokenError::Malformed("the ciphertext has the wrong length"));
+    }
+    if !sized(segments[4], &|n| n == tag_len) {
+        return Err(TokenError::Malformed(
+            "the authentication tag has the wrong length",
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies the inner ES384 JWS with the platform key its `kid` names.
+fn verify_inner_jws(jws: &str, keys: &KeyRing) -> Result<Vec<u8>, TokenError> {
+    let segments = compact::split(jws, 3)
+        .map_err(|_| TokenError::Malformed("the plaintext is not a compact JWS"))?;
+    let header: JwsHeader = compact::header(segments[0]).map_err(TokenError::Malformed)?;
+    if header.alg != "ES384" {
+        return Err(TokenError::BadSignature);
+    }
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or(TokenError::UnknownPlatformKey)?;
+    let key = keys.platform(kid).ok_or(TokenError::UnknownPlatformKey)?;
+    verify_es384(jws, &segments, key.verifier()).map_err(|_| TokenError::BadSignature)
+}
+
+/// The claims of a reply token's inner JWS, as the contract lists them.
+#[derive(Serialize)]
+struct ReplyClaims<'a> {
+    iss: String,
+    aud: &'static str,
+    sub: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+    jti: String,
+    content: &'a str,
+}
+
+/// Builds the token a load returns: `content` signed (ES384) with the
+/// receiver key, then encrypted (ECDH-ES+A192KW, A192CBC-HS384, DEF) to the
+/// platform key.
+pub fn seal_state_token(
+    content: &str,
+    tenant: Uuid,
+    id: Uuid,
+    receiver: &ReceiverKey,
+    platform: &PlatformKey,
+    now: OffsetDateTime,
+) -> Result<String, TokenError> {
+    let now = now.unix_timestamp();
+    let claims = ReplyClaims {
+        iss: tenant.to_string(),
+        aud: PLATFORM_ISSUER,
+        sub: id.to_string(),
+        iat: now,
+        nbf: now - REPLY_NOT_BEFORE_SECONDS,
+        exp: now + REPLY_LIFETIME_SECONDS,
+        jti: Uuid::new_v4().to_string(),
+        content,
+    };
+    let payload = serde_json::to_vec(&claims).map_err(|_| TokenError::Seal)?;
+    let mut jws_header = JosekitJwsHeader::new();
+    jws_header.set_token_type("JWT");
+    jws_header.set_key_id(receiver.kid());
+    let jws = JwsContext::new()
+        .serialize_compact(&payload, &jws_header, receiver.signer())
+        .map_err(|_| TokenError::Seal)?;
+    let mut jwe_header = josekit::jwe::JweHeader::new();
+    jwe_header.set_content_encryption("A192CBC-HS384");
+    jwe_header.set_content_type("JWT");
+    jwe_header.set_key_id(platform.kid());
+    jwe_header.set_compression("DEF");
+    JweContext::new()
+        .serialize_compact(jws.as_bytes(), &jwe_header, platform.encrypter())
+        .map_err(|_| TokenError::Seal)
+}

@@ -1,0 +1,225 @@
+//! HTTP: routing `(method, path)` to handlers, the body-size limit, the
+//! access log, and nothing else. Handlers are thin; rules live in the
+//! service, crypto and store layers; statuses are decided in [`error`].
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::header::CONTENT_LENGTH;
+use hyper::{Method, Request, Response};
+use uuid::Uuid;
+
+use crate::model::parse_canonical_uuid;
+use crate::service::Service;
+use auth::BasicCredentials;
+use error::ApiError;
+use handlers::Reply;
+
+/// Everything a request needs; shared by all connections.
+#[derive(Debug)]
+pub struct HttpContext {
+    /// The use cases.
+    pub service: Arc<Service>,
+    /// Path prefix of every endpoint, e.g. `/api/storage/1`.
+    pub base_path: String,
+    /// Largest body accepted.
+    pub max_body_bytes: u64,
+    /// Basic credentials, when configured.
+    pub basic: Option<BasicCredentials>,
+}
+
+/// The endpoints of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Tenant(Uuid),
+    State(Uuid, Uuid),
+}
+
+/// Serves one request; never fails (errors become JSON responses).
+pub async fn handle<B>(
+    request: Request<B>,
+    ctx: Arc<HttpContext>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let (response, note) = match dispatch(request, &ctx).await {
+        Ok(Reply { response, note }) => (response, note),
+        Err(error) => {
+            let note = match &error.cause {
+                Some(cause) => format!("error=\"{}\" cause=\"{cause}\"", error.message),
+                None => format!("error=\"{}\"", error.message),
+            };
+            (error.into_response(), note)
+        }
+    };
+    let status = response.status();
+    let level = if status.is_server_error() {
+        log::Level::Error
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
+        "{method} {path} {} {:.1}ms {note}",
+        status.as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(response)
+}
+
+async fn dispatch<B>(request: Request<B>, ctx: &HttpContext) -> Result<Reply, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let route = route(&ctx.base_path, request.uri().path())?;
+    let method = request.method().clone();
+    match (route, &method) {
+        (Route::Health, &Method::GET | &Method::HEAD) => handlers::health(&ctx.service).await,
+        (Route::Health, _) => Err(ApiError::method_not_allowed("GET, HEAD")),
+        (Route::Tenant(tenant), &Method::POST | &Method::DELETE) => {
+            let auth = auth::authenticate(
+                &ctx.service,
+                ctx.basic.as_ref(),
+                request.headers(),
+                tenant,
+                request.uri().path(),
+            )?;
+            let body = read_body(request, ctx.max_body_bytes).await?;
+            if method == Method::POST {
+                handlers::save(&ctx.service, &auth, &body).await
+            } else {
+                handlers::delete(&ctx.service, &auth, &body).await
+            }
+        }
+        (Route::Tenant(_), _) => Err(ApiError::method_not_allowed("POST, DELETE")),
+        (Route::State(tenant, id), &Method::GET) => {
+            let auth = auth::authenticate(
+                &ctx.service,
+                ctx.basic.as_ref(),
+                request.headers(),
+                tenant,
+                request.uri().path(),
+            )?;
+            handlers::load(&ctx.service, &auth, id).await
+        }
+        (Route::State(..), _) => Err(ApiError::method_not_allowed("GET")),
+    }
+}
+
+/// Maps a URL path to an endpoint: 404 for anything else, 400 for an id
+/// that is not a canonical UUID.
+fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
+    let rest = path
+        .strip_prefix(base_path.trim_end_matches('/'))
+        .ok_or_else(ApiError::no_route)?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let uuid = |what: &str, s: &str| {
+        parse_canonical_uuid(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the {what} in the URL is not a UUID (8-4-4-4-12 hex)"
+            ))
+        })
+    };
+    match segments.as_slice() {
+        ["", "health"] => Ok(Route::Health),
+        ["", "states", tenant] => Ok(Route::Tenant(uuid("tenant", tenant)?)),
+        ["", "states", tenant, id] => {
+            Ok(Route::State(uuid("tenant", tenant)?, uuid("state id", id)?))
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// Reads the whole body, refusing (413) anything over `limit` before it is
+/// buffered: a declared length is checked first, then the stream is capped.
+async fn read_body<B>(request: Request<B>, limit: u64) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let limited = Limited::new(
+        request.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit)),
+        Err(e) => {
+            let mut error = ApiError::bad_request("the request body could not be read");
+            error.cause = Some(e.to_string());
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "/api/storage/1";
+    const T: &str = "918f5a24-290e-4659-9cd6-c8d95aee92c6";
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(BASE, "/api/storage/1/health").unwrap(), Route::Health);
+        assert!(matches!(
+            route(BASE, &format!("{BASE}/states/{T}")).unwrap(),
+            Route::Tenant(_)
+        ));
+        assert!(matches!(
+            route(BASE, &format!("{BASE}/states/{T}/{T}")).unwrap(),
+            Route::State(..)
+        ));
+        assert_eq!(route(BASE, "/other").unwrap_err().status.as_u16(), 404);
+        assert_eq!(
+            route(BASE, &format!("{BASE}/states/{T}/"))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            400
+        );
+        assert_eq!(
+            route(BASE, &format!("{BASE}/states/nope"))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            400
+        );
+        assert_eq!(
+            route(BASE, &format!("{BASE}/states/{T}/{T}/x"))
+                .unwrap_err()
+                .status
+                .as_u16(),
+            404
+        );
+        assert_eq!(
+            route(BASE, "/api/storage/1health")
+                .unwrap_err()
+                .status
+                .as_u16(),
+            404
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The use cases: authenticate a request, save, load and delete states,
+//! check health. Glue between JOSE ([`crate::crypto`]) and storage
+//! ([`crate::store`]); knows nothing about HTTP, so handlers stay thin.
+
+use std::sync::{Arc, RwLock};
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::crypto::request::RequestTarget;
+use crate::crypto::{self, SignatureError, StateTokenOpener, TokenError};
+use crate::keys::KeyRing;
+use crate::store::{SaveOutcome, Store, StoreError};
+
+/// Why a use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request signature was refused.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// A state token was refused; `index` is its position in the body.
+    #[error("token {index}: {error}")]
+    Token {
+        /// Zero-based position in the request body.
+        index: usize,
+        /// Why it was refused.
+        error: TokenError,
+    },
+    /// Building the reply token failed.
+    #[error(transparent)]
+    Seal(TokenError),
+    /// A key-ID header names a key the store does not hold.
+    #[error("{header} names a key this store does not hold")]
+    UnknownKeyId {
+        /// The header's name.
+        header: &'static str,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The platform key and receiver key a request names.
+#[derive(Debug, Clone)]
+pub struct KeyIds {
+    /// `X-ManyWho-Platform-Key-ID`.
+    pub platform: String,
+    /// `X-ManyWho-Receiver-Key-ID`.
+    pub receiver: String,
+}
+
+/// Header names, for messages.
+pub const PLATFORM_KEY_HEADER: &str = "X-ManyWho-Platform-Key-ID";
+/// Header names, for messages.
+pub const RECEIVER_KEY_HEADER: &str = "X-ManyWho-Receiver-Key-ID";
+
+/// A request that passed authentication.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// The tenant of the URL, vouched for by the signature.
+    pub tenant: Uuid,
+    /// The key ids the request named.
+    pub key_ids: KeyIds,
+}
+
+/// The store's use cases, shared by every request.
+pub struct Service {
+    store: Store,
+    keys: RwLock<Arc<KeyRing>>,
+    opener: StateTokenOpener,
+    clock: Arc<dyn Clock>,
+    skew_seconds: i64,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl Service {
+    /// A service over `store` and `keys`.
+    pub fn new(
+        store: Store,
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+        skew_seconds: u64,
+        max_inflated_bytes: u64,
+    ) -> Self {
+        let skew_seconds = i64::try_from(skew_seconds).unwrap_or(i64::MAX);
+        Self {
+            store,
+            keys: RwLock::new(Arc::new(keys)),
+            opener: StateTokenOpener::new(max_inflated_bytes, skew_seconds),
+            clock,
+            skew_seconds,
+        }
+    }
+
+    /// The current key ring.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        // A poisoned lock still holds a complete ring (replaced atomically).
+        match self.keys.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the key ring (on reload); requests in flight keep the old one.
+    pub fn replace_keys(&self, keys: KeyRing) {
+        let mut guard = match self.keys.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(keys);
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current instant.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Checks the request signature for `tenant` and `path`, and that both
+    /// key ids name keys this store holds.
+    pub fn authenticate(
+        &self,
+        signature: Option<&str>,
+        key_ids: KeyIds,
+        tenant: Uuid,
+        path: &str,
+    ) -> Result<Authenticated, ServiceError> {
+        let keys = self.keys();
+        let signature = signature.ok_or(SignatureError::Missing)?;
+        let target = RequestTarget { tenant, path };
+        crypto::verify_request_signature(signature, &keys, target, self.now(), self.skew_seconds)?;
+        if keys.platform(&key_ids.platform).is_none() {
+            return Err(ServiceError::UnknownKeyId {
+                header: PLATFORM_KEY_HEADER,
+            });
+        }
+        if keys.receiver(&key_ids.receiver).is_none() {
+            return Err(ServiceError::UnknownKeyId {
+                header: RECEIVER_KEY_HEADER,
+            });
+        }
+        Ok(Authenticated { tenant, key_ids })
+    }
+
+    /// Opens every token, then saves all of them or none.
+    pub async fn save(
+        &self,
+        auth: &Authenticated,
+        tokens: Vec<String>,
+    ) -> Result<SaveOutcome, ServiceError> {
+        let keys = self.keys();
+        let now = self.now();
+        let states = tokens
+            .iter()
+            .enumerate()
+            .map(|(index, token)| {
+                self.opener
+                    .open(token, &keys, auth.tenant, now)
+                    .map_err(|error| ServiceError::Token { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.store.clone();
+        blocking(move || store.save_all(&states)).await
+    }
+
+    /// The reply token for (tenant, id), or `None` when absent or expired.
+    pub async fn load(
+        &self,
+        auth: &Authenticated,
+        id: Uuid,
+    ) -> Result<Option<String>, ServiceError> {
+        let now = self.now();
+        let store = self.store.clone();
+        let tenant = auth.tenant;
+        let Some(state) = blocking(move || store.get(tenant, id, now)).await? else {
+            return Ok(None);
+        };
+        let keys = self.keys();
+        let receiver = keys
+            .receiver(&auth.key_ids.receiver)
+            .ok_or(ServiceError::UnknownKeyId {
+                header: RECEIVER_KEY_HEADER,
+            })?;
+        let platform = keys
+            .platform(&auth.key_ids.platform)
+            .ok_or(ServiceError::UnknownKeyId {
+                header: PLATFORM_KEY_HEADER,
+            })?;
+        crypto::seal_state_token(&state.content, tenant, id, receiver, platform, now)
+            .map(Some)
+            .map_err(ServiceError::Seal)
+    }
+
+    /// Deletes (tenant, id) for every id; unknown ids are ignored.
+    pub async fn delete(
+        &self,
+        auth: &Authenticated,
+        ids: Vec<Uuid>,
+    ) -> Result<usize, ServiceError> {
+        let store = self.store.clone();
+        let tenant = auth.tenant;
+        blocking(move || store.delete_all(tenant, &ids)).await
+    }
+
+    /// Writes, reads back and flushes a probe.
+    pub async fn health(&self) -> Result<(), ServiceError> {
+        let store = self.store.clone();
+        let now = self.now();
+        blocking(move || store.health_check(now)).await
+    }
+
+    /// Purges expired states; returns how many.
+    pub async fn purge_expired(&self) -> Result<usize, ServiceError> {
+        let store = self.store.clone();
+        let now = self.now();
+        blocking(move || store.purge_expired(now)).await
+    }
+}
+
+/// Runs a synchronous storage call off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
+        .map_err(ServiceError::from)
+}

@@ -1,0 +1,443 @@
+//! `flow-store simulate`: play the platform against a running store — save,
+//! load, update, replay an older version, delete — checking every response
+//! and every reply token, printing each step, stopping at the first failure.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::platform::{Encryption, PlatformKeys};
+
+/// What to simulate against.
+#[derive(Debug)]
+pub struct SimulateOptions {
+    /// Base URL, e.g. `https://127.0.0.1:8443/api/storage/1`.
+    pub url: String,
+    /// Platform key pair file.
+    pub platform_key: PathBuf,
+    /// Receiver key file (public part suffices).
+    pub receiver_key: PathBuf,
+    /// CA certificate to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// The tenant to use; random when `None`.
+    pub tenant: Option<Uuid>,
+    /// HTTP Basic credentials `user:password`, if the store requires them.
+    pub basic: Option<String>,
+}
+
+/// The file `serve --dev` writes so that `simulate --dev` needs no arguments.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DevTarget {
+    /// Base URL.
+    pub url: String,
+    /// Platform key pair file.
+    pub platform_key: PathBuf,
+    /// Receiver key file.
+    pub receiver_key: PathBuf,
+    /// The dev certificate.
+    pub ca: PathBuf,
+}
+
+impl SimulateOptions {
+    /// Options from `dir/simulate.json`, written by `serve --dev`.
+    pub fn from_dev_dir(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("simulate.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (start the store with `flow-store serve --dev` first)",
+                path.display()
+            )
+        })?;
+        let target: DevTarget =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            url: target.url,
+            platform_key: target.platform_key,
+            receiver_key: target.receiver_key,
+            ca: Some(target.ca),
+            insecure: false,
+            tenant: None,
+            basic: None,
+        })
+    }
+}
+
+struct Target {
+    scheme_https: bool,
+    host: String,
+    port: u16,
+    base_path: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    basic: Option<String>,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Bytes,
+}
+
+/// Runs the whole scenario; `Ok` only if every step passed.
+pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let keys =
+        PlatformKeys::from_json(&read(&options.platform_key)?, &read(&options.receiver_key)?)?;
+    let target = Target::new(&options)?;
+    let tenant = options.tenant.unwrap_or_else(Uuid::new_v4);
+    let id = Uuid::new_v4();
+    println!(
+        "simulating the platform against {} (tenant {tenant}, state {id})",
+        options.url
+    );
+
+    step("health", || async {
+        let r = target.send(Method::GET, "/health", None, None).await?;
+        expect_status(&r, StatusCode::OK)
+    })
+    .await?;
+
+    let first = OffsetDateTime::now_utc();
+    let content_v1 = json!({"id": id, "values": [{"developerName": "Greeting", "contentValue": "Hello, Zoë ✓"}]}).to_string();
+    step("save a new state", || {
+        target.save(&keys, tenant, id, &content_v1, first, Encryption::default())
+    })
+    .await?;
+    step("load it back and open the reply token", || {
+        target.expect_content(&keys, tenant, id, &content_v1)
+    })
+    .await?;
+
+    let later = first + time::Duration::milliseconds(1);
+    let content_v2 =
+        json!({"id": id, "values": [{"developerName": "Greeting", "contentValue": "updated"}]})
+            .to_string();
+    let a256 = Encryption {
+        alg: "ECDH-ES+A256KW",
+        enc: "A256CBC-HS512",
+        zip: false,
+    };
+    step(
+        "update it (newer updatedAt, A256KW + A256CBC-HS512)",
+        || target.save(&keys, tenant, id, &content_v2, later, a256),
+    )
+    .await?;
+    step("load the update", || {
+        target.expect_content(&keys, tenant, id, &content_v2)
+    })
+    .await?;
+    step("replay the older version (must be ignored)", || {
+        target.save(&keys, tenant, id, &content_v1, first, Encryption::default())
+    })
+    .await?;
+    step("load: still the update", || {
+        target.expect_content(&keys, tenant, id, &content_v2)
+    })
+    .await?;
+
+    step("delete it", || async {
+        let body = serde_json::to_vec(&json!([id]))?;
+        let path = format!("/states/{tenant}");
+        let r = target
+            .send(Method::DELETE, &path, Some(body), Some((&keys, tenant)))
+            .await?;
+        expect_status(&r, StatusCode::NO_CONTENT)
+    })
+    .await?;
+    step("load after delete answers 404", || async {
+        let path = format!("/states/{tenant}/{id}");
+        let r = target
+            .send(Method::GET, &path, None, Some((&keys, tenant)))
+            .await?;
+        expect_status(&r, StatusCode::NOT_FOUND)
+    })
+    .await?;
+    println!("all steps passed");
+    Ok(())
+}
+
+async fn step<F, Fut>(name: &str, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    match f().await {
+        Ok(()) => {
+            println!(
+                "  ok    {name} ({:.1} ms)",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("  FAIL  {name}: {e:#}");
+            Err(e.context(format!("step \"{name}\" failed")))
+        }
+    }
+}
+
+fn expect_status(reply: &Reply, expected: StatusCode) -> anyhow::Result<()> {
+    if reply.status != expected {
+        bail!(
+            "expected {expected}, got {} {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
+        );
+    }
+    Ok(())
+}
+
+impl Target {
+    fn new(options: &SimulateOptions) -> anyhow::Result<Self> {
+        let uri: hyper::Uri = options.url.parse().context("--url is not a URL")?;
+        let scheme_https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => bail!("--url must start with https:// (or http:// for a store with TLS disabled)"),
+        };
+        let host = uri
+            .host()
+            .context("--url has no host")?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme_https { 443 } else { 80 });
+        let tls = scheme_https
+            .then(|| tls_connector(options.ca.as_deref(), options.insecure))
+            .transpose()?;
+        Ok(Self {
+            scheme_https,
+            host,
+            port,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            tls,
+            basic: options.basic.clone(),
+        })
+    }
+
+    async fn save(
+        &self,
+        keys: &PlatformKeys,
+        tenant: Uuid,
+        id: Uuid,
+        content: &str,
+        updated: OffsetDateTime,
+        encryption: Encryption,
+    ) -> anyhow::Result<()> {
+        let updated_at = updated.format(&time::format_description::well_known::Rfc3339)?;
+        let state = json!({
+            "id": id, "tenant": tenant, "parent": null, "flow": Uuid::new_v4(), "flowVersion": Uuid::new_v4(),
+            "currentMapElement": Uuid::new_v4(), "currentUser": null, "isDone": false,
+            "createdAt": updated_at, "updatedAt": updated_at, "expiresAt": null, "content": content,
+        });
+        let token = keys.state_token(tenant, &state, OffsetDateTime::now_utc(), encryption)?;
+        let body = serde_json::to_vec(&json!([{ "token": token }]))?;
+        let r = self
+            .send(
+                Method::POST,
+                &format!("/states/{tenant}"),
+                Some(body),
+                Some((keys, tenant)),
+            )
+            .await?;
+        expect_status(&r, StatusCode::NO_CONTENT)
+    }
+
+    async fn expect_content(
+        &self,
+        keys: &PlatformKeys,
+        tenant: Uuid,
+        id: Uuid,
+        expected: &str,
+    ) -> anyhow::Result<()> {
+        let r = self
+            .send(
+                Method::GET,
+                &format!("/states/{tenant}/{id}"),
+                None,
+                Some((keys, tenant)),
+            )
+            .await?;
+        expect_status(&r, StatusCode::OK)?;
+        let body: Value =
+            serde_json::from_slice(&r.body).context("the load response is not JSON")?;
+        let token = body
+            .get("token")
+            .and_then(Value::as_str)
+            .context("the load response has no token")?;
+        let content = keys.open_reply(token, tenant, id, OffsetDateTime::now_utc())?;
+        if content != expected {
+            bail!("the loaded content differs from what was saved");
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        signed: Option<(&PlatformKeys, Uuid)>,
+    ) -> anyhow::Result<Reply> {
+        let full_path = format!("{}{path}", self.base_path);
+        let authority = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&full_path)
+            .header("host", authority);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some((keys, tenant)) = signed {
+            request = request
+                .header("X-ManyWho-Platform-Key-ID", keys.platform_kid())
+                .header("X-ManyWho-Receiver-Key-ID", keys.receiver_kid())
+                .header(
+                    "X-ManyWho-Signature",
+                    keys.request_signature(tenant, &full_path, OffsetDateTime::now_utc())?,
+                );
+        }
+        if let Some(basic) = &self.basic {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(basic);
+            request = request.header("authorization", format!("Basic {encoded}"));
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("connecting to {}:{}", self.host, self.port))?;
+        let response = match (&self.tls, self.scheme_https) {
+            (Some(connector), true) => {
+                let name = ServerName::try_from(self.host.clone())
+                    .context("the URL's host is not a valid TLS name")?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .context("TLS handshake")?;
+                exchange(TokioIo::new(stream), request).await?
+            }
+            _ => exchange(TokioIo::new(tcp), request).await?,
+        };
+        Ok(response)
+    }
+}
+
+async fn exchange<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<Reply>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .context("HTTP handshake")?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .context("sending the request")?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response")?
+        .to_bytes();
+    Ok(Reply { status, body })
+}
+
+fn tls_connector(ca: Option<&Path>, insecure: bool) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let config = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("opening --ca {}", path.display()))?;
+                for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(file)) {
+                    roots.add(cert.with_context(|| format!("reading {}", path.display()))?)?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// `--insecure`: accepts any server certificate (signatures are still checked).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
