@@ -51,6 +51,9 @@ impl App {
                 .context("loading the TLS certificate")?;
             Some(Arc::new(ReloadableCert::new(key)))
         } else {
+            log::warn!(
+                "tls.enabled = false: serving plain HTTP; only do this behind a TLS-terminating proxy on the same host"
+            );
             None
         };
         let basic = load_basic_credentials(config)?;

@@ -106,9 +106,9 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 fn report(error: &anyhow::Error) {
-    // The whole context chain on one line, like ripgrep.
+    // The whole context chain on one line, like ripgrep. Under systemd,
+    // stderr goes to the journal too.
     eprintln!("flow-store: {error:#}");
-    log::error!("{error:#}");
 }
 
 fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {

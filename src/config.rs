@@ -249,6 +249,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses TOML text over the defaults, with no environment and no path
+    /// resolution (for `check`, tests and fuzzing).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
+    }
+
     /// Makes every relative path absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
@@ -464,6 +473,16 @@ receiver_key = "/abs/r.jwk"
             KeySource::File("/abs/r.jwk".into())
         );
         cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn the_example_file_spells_out_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let mut cfg = Config::load_with_env(&path, &[]).unwrap();
+        let mut expected = Config::default();
+        expected.resolve_paths(path.parent().unwrap());
+        cfg.source_path = None;
+        assert_eq!(cfg, expected);
     }
 
     #[test]

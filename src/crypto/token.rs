@@ -377,3 +377,308 @@ pub fn seal_state_token(
         .serialize_compact(jws.as_bytes(), &jwe_header, platform.encrypter())
         .map_err(|_| TokenError::Seal)
 }
+
+/// Hostile-input regression tests: each token must be refused with the
+/// right class (400 vs 401), without panicking, quickly.
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use crate::config::{KeySource, StoreEntry};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use josekit::jwk::Jwk;
+    use serde_json::{json, Value};
+    use std::time::Instant;
+
+    const TENANT: &str = "918f5a24-290e-4659-9cd6-c8d95aee92c6";
+    const NOW: i64 = 1_790_000_000;
+
+    struct Fixture {
+        platform: Jwk,
+        receiver: Jwk,
+        ring: KeyRing,
+        opener: StateTokenOpener,
+    }
+
+    fn public(jwk: &Jwk) -> Jwk {
+        let mut p = jwk.to_public_key().unwrap();
+        p.set_key_id(jwk.key_id().unwrap());
+        p
+    }
+
+    fn fixture() -> Fixture {
+        let platform = crate::keys::generate_p384_jwk().unwrap();
+        let receiver = crate::keys::generate_p384_jwk().unwrap();
+        let ring = KeyRing::load(&[StoreEntry {
+            name: "t".into(),
+            platform_key: KeySource::Inline(public(&platform).to_string()),
+            receiver_key: KeySource::Inline(receiver.to_string()),
+        }])
+        .unwrap();
+        Fixture {
+            platform,
+            receiver,
+            ring,
+            opener: StateTokenOpener::new(1024 * 1024, 30),
+        }
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": "manywho", "aud": TENANT, "sub": TENANT, "exp": NOW + 600,
+            "id": "4b8b27d3-e4f3-4a78-8822-12476582af8a", "tenant": TENANT,
+            "isDone": false, "updatedAt": "2026-09-21T14:10:00.1234567+01:00",
+            "expiresAt": null, "content": "{}",
+        })
+    }
+
+    impl Fixture {
+        fn sign(&self, payload: &[u8]) -> String {
+            let mut header = josekit::jws::JwsHeader::new();
+            header.set_key_id(self.platform.key_id().unwrap());
+            let signer = josekit::jws::ES384.signer_from_jwk(&self.platform).unwrap();
+            josekit::jws::serialize_compact(payload, &header, &signer).unwrap()
+        }
+
+        fn seal(&self, plaintext: &[u8], zip: bool) -> String {
+            let mut header = josekit::jwe::JweHeader::new();
+            header.set_content_encryption("A192CBC-HS384");
+            header.set_key_id(self.receiver.key_id().unwrap());
+            if zip {
+                header.set_compression("DEF");
+            }
+            let encrypter = josekit::jwe::ECDH_ES_A192KW
+                .encrypter_from_jwk(&public(&self.receiver))
+                .unwrap();
+            josekit::jwe::serialize_compact(plaintext, &header, &encrypter).unwrap()
+        }
+
+        fn token(&self, claims: &Value) -> String {
+            self.seal(self.sign(claims.to_string().as_bytes()).as_bytes(), false)
+        }
+
+        fn open(&self, token: &str) -> Result<State, TokenError> {
+            let started = Instant::now();
+            let result = self.opener.open(
+                token,
+                &self.ring,
+                Uuid::parse_str(TENANT).unwrap(),
+                OffsetDateTime::from_unix_timestamp(NOW).unwrap(),
+            );
+            assert!(
+                started.elapsed().as_secs() < 5,
+                "took {:?}",
+                started.elapsed()
+            );
+            result
+        }
+    }
+
+    fn with_header(token: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let mut header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+        edit(header.as_object_mut().unwrap());
+        parts[0] = URL_SAFE_NO_PAD.encode(header.to_string());
+        parts.join(".")
+    }
+
+    fn assert_400(result: Result<State, TokenError>) {
+        let error = result.expect_err("hostile token was accepted");
+        assert!(
+            !error.is_authentication_failure(),
+            "expected a 400 class error, got {error:?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_token_opens() {
+        let f = fixture();
+        let state = f.open(&f.token(&claims())).unwrap();
+        assert_eq!(state.content, "{}");
+    }
+
+    #[test]
+    fn epk_off_the_curve_is_refused() {
+        let f = fixture();
+        let token = with_header(&f.token(&claims()), |h| {
+            let x = h["epk"]["x"].clone();
+            h["epk"]["y"] = x;
+        });
+        assert_400(f.open(&token));
+    }
+
+    #[test]
+    fn epk_on_another_curve_is_refused() {
+        let f = fixture();
+        let p256 = josekit::jws::ES256
+            .generate_key_pair()
+            .unwrap()
+            .to_jwk_public_key();
+        let token = with_header(&f.token(&claims()), |h| {
+            h["epk"]["crv"] = json!("P-256");
+            h["epk"]["x"] = p256.parameter("x").unwrap().clone();
+            h["epk"]["y"] = p256.parameter("y").unwrap().clone();
+        });
+        assert_400(f.open(&token));
+    }
+
+    #[test]
+    fn zip_bomb_stops_at_the_inflation_cap() {
+        let f = fixture();
+        // 32 MiB of zeros deflates to ~32 KiB; the cap here is 1 MiB.
+        let bomb = vec![0u8; 32 * 1024 * 1024];
+        let token = f.seal(&bomb, true);
+        assert!(token.len() < 200 * 1024);
+        assert_eq!(
+            f.open(&token).unwrap_err(),
+            TokenError::TooLarge(1024 * 1024)
+        );
+    }
+
+    #[test]
+    fn wrong_segment_counts_are_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        assert_400(f.open(&format!("{token}.x")));
+        let four: Vec<&str> = token.split('.').take(4).collect();
+        assert_400(f.open(&four.join(".")));
+    }
+
+    #[test]
+    fn json_serialization_is_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        let p: Vec<&str> = token.split('.').collect();
+        let json = json!({"protected": p[0], "encrypted_key": p[1], "iv": p[2], "ciphertext": p[3], "tag": p[4]});
+        assert_400(f.open(&json.to_string()));
+    }
+
+    #[test]
+    fn crit_and_key_url_headers_are_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        for (name, value) in [
+            ("crit", json!(["exp"])),
+            ("jku", json!("https://attacker.example/jwks")),
+            ("jwk", json!({"kty": "EC"})),
+            ("x5u", json!("https://attacker.example/cert")),
+            ("x5c", json!(["MIIB"])),
+        ] {
+            let hostile = with_header(&token, |h| {
+                h.insert(name.into(), value);
+            });
+            assert_400(f.open(&hostile));
+        }
+    }
+
+    #[test]
+    fn duplicate_header_members_are_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let header = String::from_utf8(URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+        let duplicated = header.replacen('{', "{\"enc\":\"A128GCM\",", 1);
+        parts[0] = URL_SAFE_NO_PAD.encode(duplicated);
+        assert_400(f.open(&parts.join(".")));
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        let f = fixture();
+        let text = claims().to_string();
+        let duplicated = text.replacen(
+            '{',
+            "{\"tenant\":\"00000000-0000-0000-0000-000000000000\",",
+            1,
+        );
+        let token = f.seal(f.sign(duplicated.as_bytes()).as_bytes(), false);
+        assert_400(f.open(&token));
+    }
+
+    #[test]
+    fn megabyte_header_is_refused_quickly() {
+        let f = fixture();
+        let token = with_header(&f.token(&claims()), |h| {
+            h.insert("apu".into(), json!("A".repeat(1 << 20)));
+        });
+        assert_eq!(
+            f.open(&token).unwrap_err(),
+            TokenError::Malformed("the protected header is too long")
+        );
+    }
+
+    #[test]
+    fn non_utf8_header_and_plaintext_are_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        parts[0] = URL_SAFE_NO_PAD.encode([0xff, 0xfe, b'{', b'}']);
+        assert_400(f.open(&parts.join(".")));
+        assert_400(f.open(&f.seal(&[0xff, 0xfe, 0xfd], false)));
+    }
+
+    #[test]
+    fn wrong_claim_types_are_refused() {
+        let f = fixture();
+        for (name, value) in [
+            ("id", json!(123)),
+            ("exp", json!("1790000600")),
+            ("isDone", json!("false")),
+            ("content", json!({"a": 1})),
+            ("updatedAt", json!(1790000000)),
+            ("tenant", json!(null)),
+        ] {
+            let mut c = claims();
+            c[name] = value;
+            assert_400(f.open(&f.token(&c)));
+        }
+    }
+
+    #[test]
+    fn truncated_encrypted_key_is_refused_not_a_panic() {
+        let f = fixture();
+        let token = f.token(&claims());
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = "AAAA";
+        assert_400(f.open(&parts.join(".")));
+        parts[1] = "";
+        assert_400(f.open(&parts.join(".")));
+    }
+
+    #[test]
+    fn inner_signature_problems_are_401() {
+        let f = fixture();
+        let mut signed = f.sign(claims().to_string().as_bytes());
+        signed.pop();
+        signed.push('A');
+        let error = f.open(&f.seal(signed.as_bytes(), false)).unwrap_err();
+        assert!(error.is_authentication_failure(), "{error:?}");
+        let other = crate::keys::generate_p384_jwk().unwrap();
+        let g = Fixture {
+            platform: other,
+            ..fixture()
+        };
+        let foreign = g.sign(claims().to_string().as_bytes());
+        let error = f.open(&f.seal(foreign.as_bytes(), false)).unwrap_err();
+        assert_eq!(error, TokenError::UnknownPlatformKey);
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        let f = fixture();
+        let token = f.token(&claims());
+        for (name, value) in [
+            ("alg", "ECDH-ES"),
+            ("alg", "RSA-OAEP"),
+            ("enc", "A256GCM"),
+            ("enc", "A128CBC-HS256"),
+            ("zip", "GZIP"),
+        ] {
+            let hostile = with_header(&token, |h| {
+                h.insert(name.into(), json!(value));
+            });
+            assert_400(f.open(&hostile));
+        }
+    }
+}

@@ -41,15 +41,33 @@ struct TokenItem {
     token: String,
 }
 
-/// `POST {base}/states/{tenant}`.
-pub async fn save(service: &Service, auth: &Authenticated, body: &[u8]) -> Result<Reply, ApiError> {
+/// Parses a save body: a non-empty JSON array of `{"token": "<JWE>"}`.
+pub fn parse_save_body(body: &[u8]) -> Result<Vec<String>, ApiError> {
     let items: Vec<TokenItem> = parse_json(body, "a JSON array of {\"token\": \"<JWE>\"} objects")?;
     if items.is_empty() {
         return Err(ApiError::bad_request(
             "request body is an empty array; send at least one {\"token\": \"<JWE>\"}",
         ));
     }
-    let tokens = items.into_iter().map(|i| i.token).collect();
+    Ok(items.into_iter().map(|i| i.token).collect())
+}
+
+/// Parses a delete body: a JSON array of canonical UUID strings.
+pub fn parse_delete_body(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
+    let raw: Vec<String> = parse_json(body, "a JSON array of state id strings")?;
+    raw.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            parse_canonical_uuid(s).ok_or_else(|| {
+                ApiError::bad_request(format!("state id {i} in the body is not a UUID"))
+            })
+        })
+        .collect()
+}
+
+/// `POST {base}/states/{tenant}`.
+pub async fn save(service: &Service, auth: &Authenticated, body: &[u8]) -> Result<Reply, ApiError> {
+    let tokens = parse_save_body(body)?;
     let outcome = service.save(auth, tokens).await?;
     let note = format!("applied={} ignored={}", outcome.applied, outcome.ignored);
     Ok(Reply::new(no_content(), note))
@@ -71,20 +89,12 @@ pub async fn delete(
     auth: &Authenticated,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    let raw: Vec<String> = parse_json(body, "a JSON array of state id strings")?;
-    let ids = raw
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            parse_canonical_uuid(s).ok_or_else(|| {
-                ApiError::bad_request(format!("state id {i} in the body is not a UUID"))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = parse_delete_body(body)?;
+    let requested = ids.len();
     let removed = service.delete(auth, ids).await?;
     Ok(Reply::new(
         no_content(),
-        format!("requested={} removed={removed}", raw.len()),
+        format!("requested={requested} removed={removed}"),
     ))
 }
 
@@ -98,4 +108,42 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Re
             e.column()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_bodies() {
+        assert_eq!(
+            parse_save_body(br#"[{"token":"a.b.c.d.e"}]"#).unwrap(),
+            vec!["a.b.c.d.e"]
+        );
+        for bad in [
+            &b"[]"[..],
+            b"{}",
+            b"[{\"tok\":1}]",
+            b"[{\"token\":5}]",
+            b"\xff",
+            b"",
+        ] {
+            assert_eq!(parse_save_body(bad).unwrap_err().status.as_u16(), 400);
+        }
+    }
+
+    #[test]
+    fn delete_bodies_and_messages_do_not_echo_input() {
+        assert!(parse_delete_body(b"[]").unwrap().is_empty());
+        let one = parse_delete_body(br#"["918f5a24-290e-4659-9cd6-c8d95aee92c6"]"#).unwrap();
+        assert_eq!(one.len(), 1);
+        let err = parse_delete_body(br#"["secret-looking-value"]"#).unwrap_err();
+        assert!(
+            !err.message.contains("secret-looking-value"),
+            "{}",
+            err.message
+        );
+        let err = parse_delete_body(br#"[12345678]"#).unwrap_err();
+        assert!(!err.message.contains("12345678"), "{}", err.message);
+    }
 }
