@@ -63,6 +63,38 @@ pub enum Command {
         #[arg(long, value_name = "USER:PASSWORD", env = "FLOW_STORE_SIMULATE_BASIC")]
         basic: Option<String>,
     },
+    /// Check everything `serve` needs (config, keys, certificate, storage) without serving.
+    Check {
+        /// Configuration file [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Import or list the stores' keys.
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `flow-store keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a store from the JSON the platform answered to `POST api/admin/1/stores`.
+    Import {
+        /// Configuration file [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The platform's JSON answer; `-` or nothing reads standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+    },
+    /// Show the configured stores, their key ids and key files (never key material).
+    List {
+        /// Configuration file [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -95,6 +127,13 @@ pub fn main() -> ExitCode {
             };
             run_simulate(options)
         }
+        Command::Check { config } => crate::admin::check::command(&config_path(config)),
+        Command::Keys { command } => match command {
+            KeysCommand::Import { config, file } => {
+                crate::admin::keys::import_command(&config_path(config), file.as_deref())
+            }
+            KeysCommand::List { config } => crate::admin::keys::list_command(&config_path(config)),
+        },
     }
 }
 

@@ -209,7 +209,7 @@ impl std::fmt::Display for KeySource {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file does not exist.
-    #[error("configuration file {0} does not exist (create it from config.example.toml, or pass --config)")]
+    #[error("configuration file {0} does not exist (pass --config, or create it from config.example.toml in the flow-store documentation)")]
     Missing(PathBuf),
     /// The file or an environment variable could not be parsed.
     #[error("{0}")]
