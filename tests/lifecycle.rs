@@ -1,0 +1,273 @@
+//! Lifecycle, in-process and with the real binary: restart persistence,
+//! "204 means durable" (SIGKILL right after a 204), graceful shutdown that
+//! completes an in-flight request and exits 0 on SIGTERM, and refusing to
+//! start when the port is taken, the certificate or key is unreadable or
+//! mismatched, or the database is locked by another flow-store.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{raw_head, save_body, uuid, Deployment, RawConn, Server, Setup, TestCert};
+
+// ---------------------------------------------------------------- in-process
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_survive_a_restart_of_the_app() {
+    let server = Server::start().await;
+    let keys = server.keys().clone();
+    let (t, id, gone) = (uuid(), uuid(), uuid());
+    server
+        .save_ok(&t, &id, "\"persisted\"", "2024-01-01T00:00:00Z")
+        .await;
+    server
+        .save_ok(&t, &gone, "\"deleted\"", "2024-01-01T00:00:00Z")
+        .await;
+    server.delete(&t, &[&gone]).await.expect_status(204);
+    let dir = server.stop().await;
+
+    let server = Setup {
+        stores: vec![keys],
+        dir: Some(dir),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    assert_eq!(server.content(&t, &id).await, "\"persisted\"");
+    server.expect_absent(&t, &gone).await;
+    // updatedAt survives too: an older save is still ignored.
+    server
+        .save_ok(&t, &id, "\"older\"", "2023-01-01T00:00:00Z")
+        .await;
+    assert_eq!(server.content(&t, &id).await, "\"persisted\"");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_completes_an_in_flight_request() {
+    let mut server = Server::start().await;
+    let keys = server.keys().clone();
+    let (t, id) = (uuid(), uuid());
+    let token = server.token(&server.claims(&t, &id, "\"in flight\"", "2024-01-01T00:00:00Z"));
+    let body = save_body(&[token]);
+    let path = server.states_path(&t);
+    let mut headers = server.signed("POST", &path, &t).headers;
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("content-length".into(), body.len().to_string()));
+
+    let mut conn = RawConn::open(&server.http).await;
+    conn.write(&raw_head("POST", &path, &headers)).await;
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write(first).await;
+    // Let the server take the request in hand before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.trigger_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.write(rest).await;
+    let (status, resp) = conn.read_response().await;
+    assert_eq!(
+        status,
+        204,
+        "in-flight save: {}",
+        String::from_utf8_lossy(&resp)
+    );
+    let dir = server.stop().await;
+
+    let server = Setup {
+        stores: vec![keys],
+        dir: Some(dir),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    assert_eq!(server.content(&t, &id).await, "\"in flight\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_returns_promptly_when_idle() {
+    let server = Server::start().await;
+    server.health().await.expect_status(200);
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+// -------------------------------------------------------------------- binary
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_and_exits_0_on_sigterm() {
+    let d = Deployment::new();
+    let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    run.health().await.expect_status(200);
+    let (t, id) = (uuid(), uuid());
+    run.save_ok(&t, &id, "\"from the binary\"", "2024-01-01T00:00:00Z")
+        .await;
+    assert_eq!(run.content(&t, &id).await, "\"from the binary\"");
+    run.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_keeps_states_across_restarts() {
+    let d = Deployment::new();
+    let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    let (t, id) = (uuid(), uuid());
+    run.save_ok(&t, &id, "\"v1\"", "2024-01-01T00:00:00Z").await;
+    run.terminate().await;
+    let run = d
+        .spawn()
+        .unwrap_or_else(|f| panic!("did not restart: {f:?}"));
+    assert_eq!(run.content(&t, &id).await, "\"v1\"");
+    run.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_204_is_durable_even_if_the_process_is_killed() {
+    let d = Deployment::new();
+    let t = uuid();
+    let (a, b, c) = (uuid(), uuid(), uuid());
+
+    // A delete is the last thing before SIGKILL (no graceful flush).
+    let mut run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    run.save_ok(&t, &a, "\"a\"", "2024-01-01T00:00:00Z").await;
+    run.save_ok(&t, &b, "\"b\"", "2024-01-01T00:00:00Z").await;
+    run.delete(&t, &[&b]).await.expect_status(204);
+    kill(&mut run).await;
+
+    // A save is the last thing before SIGKILL.
+    let mut run = d
+        .spawn()
+        .unwrap_or_else(|f| panic!("did not restart after SIGKILL: {f:?}"));
+    assert_eq!(run.content(&t, &a).await, "\"a\"");
+    run.expect_absent(&t, &b).await;
+    run.save_ok(&t, &c, "\"c\"", "2024-01-01T00:00:00Z").await;
+    kill(&mut run).await;
+
+    let run = d
+        .spawn()
+        .unwrap_or_else(|f| panic!("did not restart after SIGKILL: {f:?}"));
+    assert_eq!(run.content(&t, &c).await, "\"c\"");
+    assert_eq!(run.content(&t, &a).await, "\"a\"");
+    run.terminate().await;
+}
+
+async fn kill(run: &mut common::Running) {
+    run.signal("KILL");
+    run.wait_exit(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_sigterm_completes_an_in_flight_request() {
+    let d = Deployment::new();
+    let mut run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    let (t, id) = (uuid(), uuid());
+    let token = run.token(&run.claims(&t, &id, "\"in flight\"", "2024-01-01T00:00:00Z"));
+    let body = save_body(&[token]);
+    let path = run.states_path(&t);
+    let mut headers = run.signed("POST", &path, &t).headers;
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("content-length".into(), body.len().to_string()));
+    let mut conn = RawConn::open(&run.http).await;
+    conn.write(&raw_head("POST", &path, &headers)).await;
+    let (first, rest) = body.split_at(body.len() / 2);
+    conn.write(first).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight; stderr:\n{}",
+        run.stderr_text()
+    );
+    conn.write(rest).await;
+    let (status, resp) = conn.read_response().await;
+    assert_eq!(
+        status,
+        204,
+        "in-flight save: {}",
+        String::from_utf8_lossy(&resp)
+    );
+    let status = run.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", run.stderr_text());
+    drop(run);
+    let run = d
+        .spawn()
+        .unwrap_or_else(|f| panic!("did not restart: {f:?}"));
+    assert_eq!(run.content(&t, &id).await, "\"in flight\"");
+    run.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_refuses_a_port_that_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let d = Deployment::new();
+    d.write_config(&addr.to_string(), "");
+    let failed = match d.spawn() {
+        Ok(run) => panic!("started on a taken port; stderr:\n{}", run.stderr_text()),
+        Err(f) => f,
+    };
+    assert!(!failed.status.success(), "exit status {}", failed.status);
+    assert!(!failed.stderr.trim().is_empty(), "no message on stderr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_refuses_a_database_locked_by_another_flow_store() {
+    let d = Deployment::new();
+    let first = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    // Same config (same data dir), its own ephemeral port.
+    let failed = match d.spawn() {
+        Ok(run) => panic!(
+            "second process opened a locked database; stderr:\n{}",
+            run.stderr_text()
+        ),
+        Err(f) => f,
+    };
+    assert!(!failed.status.success());
+    assert!(!failed.stderr.trim().is_empty(), "no message on stderr");
+    // The first one is unharmed.
+    first.health().await.expect_status(200);
+    first.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_refuses_unreadable_or_mismatched_tls_files() {
+    let d = Deployment::new();
+    let tls = d.dir.path().join("tls");
+    let good_key = std::fs::read(tls.join("key.pem")).unwrap();
+
+    // Key of another certificate.
+    let other = TestCert::generate();
+    std::fs::write(tls.join("key.pem"), &other.key_pem).unwrap();
+    expect_refusal(&d, "mismatched certificate and key");
+
+    // Missing key file.
+    std::fs::remove_file(tls.join("key.pem")).unwrap();
+    expect_refusal(&d, "missing key file");
+
+    // Key file that is not PEM.
+    std::fs::write(tls.join("key.pem"), b"not a key").unwrap();
+    expect_refusal(&d, "garbage key file");
+
+    // Missing certificate.
+    std::fs::write(tls.join("key.pem"), &good_key).unwrap();
+    std::fs::remove_file(tls.join("cert.pem")).unwrap();
+    expect_refusal(&d, "missing certificate");
+
+    // Certificate file that is not PEM.
+    std::fs::write(tls.join("cert.pem"), b"not a certificate").unwrap();
+    expect_refusal(&d, "garbage certificate");
+}
+
+fn expect_refusal(d: &Deployment, what: &str) {
+    match d.spawn() {
+        Ok(run) => panic!("started with {what}; stderr:\n{}", run.stderr_text()),
+        Err(f) => {
+            assert!(!f.status.success(), "{what}: exit {}", f.status);
+            assert!(!f.stderr.trim().is_empty(), "{what}: no message on stderr");
+        }
+    }
+}
