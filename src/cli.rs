@@ -175,7 +175,7 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         path.display()
     );
-    match run_server(&config) {
+    match run_server(&config, dev) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&e);
@@ -184,7 +184,7 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
     }
 }
 
-fn run_server(config: &Config) -> anyhow::Result<()> {
+fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
     let app = App::open(config, Arc::new(SystemClock))?;
     let addr = config.listen_addr().context("server.listen")?;
     let std_listener = std::net::TcpListener::bind(addr).with_context(|| {
@@ -193,6 +193,16 @@ fn run_server(config: &Config) -> anyhow::Result<()> {
     std_listener
         .set_nonblocking(true)
         .context("configuring the listener")?;
+    if dev {
+        let bound = std_listener
+            .local_addr()
+            .context("reading the listener's address")?;
+        crate::dev::write_simulate_target(
+            Path::new(crate::dev::DEV_DIR),
+            bound,
+            &config.server.base_path,
+        )?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("flow-store")

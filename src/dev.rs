@@ -70,18 +70,28 @@ pub fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
                 .to_string())
         })?;
     }
-    let target = DevTarget {
-        url: "https://127.0.0.1:8443/api/storage/1".into(),
-        platform_key: abs.join("keys/platform.jwk"),
-        receiver_key: abs.join("keys/receiver.jwk"),
-        ca: cert_path,
-    };
-    create_if_missing(&abs.join("simulate.json"), 0o644, || {
-        Ok(serde_json::to_string_pretty(&target)?)
-    })?;
     eprintln!(" try it: cargo run --release -- simulate --dev   (in another terminal)");
     eprintln!("==================================================================");
     Ok(config)
+}
+
+/// Writes `dir/simulate.json` for a store listening on `addr`, so that
+/// `simulate --dev` finds it whatever port it got.
+pub fn write_simulate_target(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    base_path: &str,
+) -> anyhow::Result<()> {
+    let abs = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let target = DevTarget {
+        url: format!("https://{addr}{base_path}"),
+        platform_key: abs.join("keys/platform.jwk"),
+        receiver_key: abs.join("keys/receiver.jwk"),
+        ca: abs.join("tls/cert.pem"),
+    };
+    let path = abs.join("simulate.json");
+    fs::write(&path, serde_json::to_string_pretty(&target)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn create_if_missing(
