@@ -67,6 +67,15 @@ pub struct Authenticated {
     pub key_ids: KeyIds,
 }
 
+/// What a save did, and to which states (for the access log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveReport {
+    /// Applied and ignored counts.
+    pub outcome: SaveOutcome,
+    /// The ids of the states in the request, in order.
+    pub ids: Vec<Uuid>,
+}
+
 /// The store's use cases, shared by every request.
 pub struct Service {
     store: Store,
@@ -162,7 +171,7 @@ impl Service {
         &self,
         auth: &Authenticated,
         tokens: Vec<String>,
-    ) -> Result<SaveOutcome, ServiceError> {
+    ) -> Result<SaveReport, ServiceError> {
         let keys = self.keys();
         let now = self.now();
         let states = tokens
@@ -174,8 +183,10 @@ impl Service {
                     .map_err(|error| ServiceError::Token { index, error })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let ids = states.iter().map(|s| s.id).collect();
         let store = self.store.clone();
-        blocking(move || store.save_all(&states)).await
+        let outcome = blocking(move || store.save_all(&states)).await?;
+        Ok(SaveReport { outcome, ids })
     }
 
     /// The reply token for (tenant, id), or `None` when absent or expired.

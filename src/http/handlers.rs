@@ -68,8 +68,15 @@ pub fn parse_delete_body(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
 /// `POST {base}/states/{tenant}`.
 pub async fn save(service: &Service, auth: &Authenticated, body: &[u8]) -> Result<Reply, ApiError> {
     let tokens = parse_save_body(body)?;
-    let outcome = service.save(auth, tokens).await?;
-    let note = format!("applied={} ignored={}", outcome.applied, outcome.ignored);
+    let report = service.save(auth, tokens).await?;
+    let ids: Vec<String> = report.ids.iter().map(Uuid::to_string).collect();
+    let note = format!(
+        "tenant={} states={} applied={} ignored={}",
+        auth.tenant,
+        ids.join(","),
+        report.outcome.applied,
+        report.outcome.ignored
+    );
     Ok(Reply::new(no_content(), note))
 }
 
@@ -80,7 +87,8 @@ pub async fn load(service: &Service, auth: &Authenticated, id: Uuid) -> Result<R
         .await?
         .ok_or_else(ApiError::no_state)?;
     let body = serde_json::json!({ "token": token });
-    Ok(Reply::new(json_response(StatusCode::OK, &body), ""))
+    let note = format!("tenant={} state={id}", auth.tenant);
+    Ok(Reply::new(json_response(StatusCode::OK, &body), note))
 }
 
 /// `DELETE {base}/states/{tenant}`.

@@ -395,6 +395,24 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let meta = db.open_tree(META_TREE).unwrap();
+            meta.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+            }) => {}
+            other => panic!("expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn reopen_keeps_data() {
         let dir = tempfile::tempdir().unwrap();
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
