@@ -62,6 +62,13 @@ pub enum Command {
         /// HTTP Basic credentials as USER:PASSWORD, if the store requires them.
         #[arg(long, value_name = "USER:PASSWORD", env = "FLOW_STORE_SIMULATE_BASIC")]
         basic: Option<String>,
+        /// full: the whole scenario; save: save one state and keep it;
+        /// load: check that state is still there (e.g. after a restart).
+        #[arg(long, value_enum, default_value_t = simulate::Mode::Full, requires_ifs = [("save", "tenant"), ("save", "state"), ("load", "tenant"), ("load", "state")])]
+        mode: simulate::Mode,
+        /// State id to use [default: random]; needed with --mode save|load.
+        #[arg(long)]
+        state: Option<Uuid>,
     },
     /// Check everything `serve` needs (config, keys, certificate, storage) without serving.
     Check {
@@ -111,6 +118,8 @@ pub fn main() -> ExitCode {
             insecure,
             tenant,
             basic,
+            mode,
+            state,
         } => {
             let options = if dev {
                 SimulateOptions::from_dev_dir(Path::new(crate::dev::DEV_DIR))
@@ -121,10 +130,19 @@ pub fn main() -> ExitCode {
                     receiver_key: receiver_key.unwrap_or_default(),
                     ca,
                     insecure,
-                    tenant,
-                    basic,
+                    tenant: None,
+                    basic: None,
+                    state: None,
+                    mode,
                 })
             };
+            let options = options.map(|o| SimulateOptions {
+                tenant,
+                basic,
+                state,
+                mode,
+                ..o
+            });
             run_simulate(options)
         }
         Command::Check { config } => crate::admin::check::command(&config_path(config)),

@@ -35,6 +35,22 @@ pub struct SimulateOptions {
     pub tenant: Option<Uuid>,
     /// HTTP Basic credentials `user:password`, if the store requires them.
     pub basic: Option<String>,
+    /// The state id to use; random when `None`.
+    pub state: Option<Uuid>,
+    /// What to do.
+    pub mode: Mode,
+}
+
+/// What `simulate` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Save, load, update, replay an older version, delete.
+    #[default]
+    Full,
+    /// Only save a state (whose content names its id) and keep it.
+    Save,
+    /// Only load that state and check its content.
+    Load,
 }
 
 /// The file `serve --dev` writes so that `simulate --dev` needs no arguments.
@@ -70,6 +86,8 @@ impl SimulateOptions {
             insecure: false,
             tenant: None,
             basic: None,
+            state: None,
+            mode: Mode::Full,
         })
     }
 }
@@ -96,7 +114,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
         PlatformKeys::from_json(&read(&options.platform_key)?, &read(&options.receiver_key)?)?;
     let target = Target::new(&options)?;
     let tenant = options.tenant.unwrap_or_else(Uuid::new_v4);
-    let id = Uuid::new_v4();
+    let id = options.state.unwrap_or_else(Uuid::new_v4);
     println!(
         "simulating the platform against {} (tenant {tenant}, state {id})",
         options.url
@@ -107,15 +125,47 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
         expect_status(&r, StatusCode::OK)
     })
     .await?;
+    match options.mode {
+        Mode::Full => full_scenario(&target, &keys, tenant, id).await?,
+        Mode::Save => {
+            let content = kept_content(id);
+            let now = OffsetDateTime::now_utc();
+            step("save a state and keep it", || {
+                target.save(&keys, tenant, id, &content, now, Encryption::default())
+            })
+            .await?;
+        }
+        Mode::Load => {
+            let content = kept_content(id);
+            step("load the kept state and check its content", || {
+                target.expect_content(&keys, tenant, id, &content)
+            })
+            .await?;
+        }
+    }
+    println!("all steps passed");
+    Ok(())
+}
 
+/// The content `--mode save` writes and `--mode load` expects.
+fn kept_content(id: Uuid) -> String {
+    json!({"flow-store-simulate": "kept state", "id": id}).to_string()
+}
+
+async fn full_scenario(
+    target: &Target,
+    keys: &PlatformKeys,
+    tenant: Uuid,
+    id: Uuid,
+) -> anyhow::Result<()> {
     let first = OffsetDateTime::now_utc();
     let content_v1 = json!({"id": id, "values": [{"developerName": "Greeting", "contentValue": "Hello, Zoë ✓"}]}).to_string();
     step("save a new state", || {
-        target.save(&keys, tenant, id, &content_v1, first, Encryption::default())
+        target.save(keys, tenant, id, &content_v1, first, Encryption::default())
     })
     .await?;
     step("load it back and open the reply token", || {
-        target.expect_content(&keys, tenant, id, &content_v1)
+        target.expect_content(keys, tenant, id, &content_v1)
     })
     .await?;
 
@@ -130,19 +180,19 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
     };
     step(
         "update it (newer updatedAt, A256KW + A256CBC-HS512)",
-        || target.save(&keys, tenant, id, &content_v2, later, a256),
+        || target.save(keys, tenant, id, &content_v2, later, a256),
     )
     .await?;
     step("load the update", || {
-        target.expect_content(&keys, tenant, id, &content_v2)
+        target.expect_content(keys, tenant, id, &content_v2)
     })
     .await?;
     step("replay the older version (must be ignored)", || {
-        target.save(&keys, tenant, id, &content_v1, first, Encryption::default())
+        target.save(keys, tenant, id, &content_v1, first, Encryption::default())
     })
     .await?;
     step("load: still the update", || {
-        target.expect_content(&keys, tenant, id, &content_v2)
+        target.expect_content(keys, tenant, id, &content_v2)
     })
     .await?;
 
@@ -150,7 +200,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
         let body = serde_json::to_vec(&json!([id]))?;
         let path = format!("/states/{tenant}");
         let r = target
-            .send(Method::DELETE, &path, Some(body), Some((&keys, tenant)))
+            .send(Method::DELETE, &path, Some(body), Some((keys, tenant)))
             .await?;
         expect_status(&r, StatusCode::NO_CONTENT)
     })
@@ -158,13 +208,11 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
     step("load after delete answers 404", || async {
         let path = format!("/states/{tenant}/{id}");
         let r = target
-            .send(Method::GET, &path, None, Some((&keys, tenant)))
+            .send(Method::GET, &path, None, Some((keys, tenant)))
             .await?;
         expect_status(&r, StatusCode::NOT_FOUND)
     })
-    .await?;
-    println!("all steps passed");
-    Ok(())
+    .await
 }
 
 async fn step<F, Fut>(name: &str, f: F) -> anyhow::Result<()>
