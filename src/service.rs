@@ -243,14 +243,59 @@ impl Service {
     }
 }
 
-/// Runs a synchronous storage call off the async workers.
+/// How long a storage call may take before the request gets 503.
+///
+/// Why: a sled 0.34 handle wedged by an I/O error (see
+/// [`crate::store::MIN_FREE_BYTES`]) blocks every later flush forever;
+/// without a bound each request would hang with it, and `/health` too.
+/// With it the failure is reported (503, logged). The blocked thread stays
+/// blocked; only a restart clears a wedged handle (acknowledged writes are
+/// flushed, so restarting loses nothing). Found by the storage-failure
+/// suite of `fault-tests`.
+pub const STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs a synchronous storage call off the async workers, within
+/// [`STORAGE_TIMEOUT`].
 async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
 where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
-        .map_err(ServiceError::from)
+    bounded(STORAGE_TIMEOUT, f).await
+}
+
+async fn bounded<T, F>(limit: std::time::Duration, f: F) -> Result<T, ServiceError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(joined) => joined
+            .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
+            .map_err(ServiceError::from),
+        Err(_) => Err(ServiceError::Store(StoreError::Unavailable(format!(
+            "the database did not answer within {limit:?} (a stuck flush after an I/O error?); \
+             restart flow-store if this persists"
+        )))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_storage_call_becomes_unavailable() {
+        let limit = std::time::Duration::from_millis(50);
+        let stuck = bounded(limit, || {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            Ok(())
+        });
+        let err = stuck.await.unwrap_err();
+        assert!(
+            matches!(err, ServiceError::Store(StoreError::Unavailable(_))),
+            "{err}"
+        );
+        assert_eq!(bounded(limit, || Ok(7)).await.unwrap(), 7);
+    }
 }

@@ -31,7 +31,13 @@ impl Reply {
 
 /// `GET {base}/health`.
 pub async fn health(service: &Service) -> Result<Reply, ApiError> {
-    service.health().await?;
+    service.health().await.map_err(|e| {
+        // The contract knows one unhealthy status; the message says why
+        // (a full disk included).
+        let mut error = ApiError::from(e);
+        error.status = StatusCode::SERVICE_UNAVAILABLE;
+        error
+    })?;
     let body = serde_json::json!({"status": "ok", "database": "ok"});
     Ok(Reply::new(json_response(StatusCode::OK, &body), ""))
 }

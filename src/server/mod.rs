@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -88,13 +88,26 @@ pub async fn run(
                             .await;
                     match handshake {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, ctx, options, watcher).await
+                            let Some(stream) =
+                                first_bytes(tls_stream, options.header_read_timeout).await
+                            else {
+                                log::debug!("{peer} sent no request after the TLS handshake");
+                                return;
+                            };
+                            serve_connection(stream, ctx, options, watcher).await
                         }
                         Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                         Err(_) => log::debug!("TLS handshake with {peer} timed out"),
                     }
                 }
-                None => serve_connection(stream, ctx, options, watcher).await,
+                None => {
+                    let Some(stream) = first_bytes(stream, options.header_read_timeout).await
+                    else {
+                        log::debug!("{peer} sent no request");
+                        return;
+                    };
+                    serve_connection(stream, ctx, options, watcher).await
+                }
             }
         });
     }
@@ -108,6 +121,27 @@ pub async fn run(
         _ = tokio::time::sleep(options.shutdown_grace) => {
             log::warn!("shutdown grace period over; closing the remaining connections");
         }
+    }
+}
+
+/// Waits up to `limit` for the client's first bytes; `None` if none come
+/// (or the client closes). The bytes stay buffered for hyper.
+///
+/// Why: hyper's `header_read_timeout` only runs once HTTP/1 has been chosen,
+/// and hyper-util's auto builder waits for the first bytes (to choose
+/// between HTTP/1 and HTTP/2) with no deadline, so a client that completes
+/// the TLS handshake and then stays silent held its connection slot
+/// forever; enough of them exhaust `max_connections`. Found by the abuse
+/// suite of `fault-tests`. A trickling client then gets at most this wait
+/// plus hyper's own header timeout.
+async fn first_bytes<S>(stream: S, limit: Duration) -> Option<BufReader<S>>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut reader = BufReader::new(stream);
+    match tokio::time::timeout(limit, reader.fill_buf()).await {
+        Ok(Ok(bytes)) if !bytes.is_empty() => Some(reader),
+        _ => None,
     }
 }
 
@@ -135,5 +169,38 @@ async fn serve_connection<S>(
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(connection).await {
         log::debug!("connection closed with an error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_silent_client_is_dropped_after_the_limit() {
+        let (_client, server) = tokio::io::duplex(64);
+        let started = std::time::Instant::now();
+        assert!(first_bytes(server, Duration::from_millis(50))
+            .await
+            .is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn a_closed_client_is_dropped_at_once() {
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        assert!(first_bytes(server, Duration::from_secs(10)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_stay_readable() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut reader = first_bytes(server, Duration::from_secs(10)).await.unwrap();
+        let mut head = [0u8; 16];
+        reader.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"GET / HTTP/1.1\r\n");
     }
 }

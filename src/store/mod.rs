@@ -31,6 +31,21 @@ const META_TREE: &str = "meta";
 const FORMAT_KEY: &[u8] = b"format_version";
 const HEALTH_KEY: &[u8] = b"health_probe";
 
+/// Free space every save must leave on the database's filesystem, beyond
+/// twice its own size; below it saves are refused with
+/// [`StoreError::DiskFull`] and `/health` reports the disk full.
+///
+/// Why a guard instead of letting sled meet ENOSPC: sled 0.34 does not
+/// survive it. When writing a large value (a "blob", over ~128 KiB) fails,
+/// it leaks its claim on the I/O buffer and every later flush waits forever;
+/// when a log write fails, it latches the error for the life of the handle.
+/// Either way the store stays broken after space is freed, until a restart.
+/// Refusing early keeps sled from ever seeing a full disk, so the store
+/// answers 507 and recovers by itself once space is freed (proven by the
+/// disk-full suite of `fault-tests`). Another process filling the disk
+/// between the check and the write can still wedge sled.
+pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// What a save did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaveOutcome {
@@ -108,11 +123,25 @@ impl Store {
         }
     }
 
+    /// Refuses a write of `bytes` that would leave less than
+    /// [`MIN_FREE_BYTES`] free. A filesystem that cannot be asked is not
+    /// held against the write.
+    fn ensure_space(&self, bytes: u64) -> Result<(), StoreError> {
+        match fs2::available_space(&self.path) {
+            Ok(free) if free < bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES) => {
+                Err(StoreError::DiskFull)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Saves `states` atomically; each replaces the stored one only if its
     /// `updatedAt` is equal or newer. Durable when it returns.
     pub fn save_all(&self, states: &[State]) -> Result<SaveOutcome, StoreError> {
         let encoded: Vec<(&State, Vec<u8>)> =
             states.iter().map(|s| (s, codec::encode(s))).collect();
+        let bytes = encoded.iter().map(|(_, v)| v.len() as u64).sum();
+        self.ensure_space(bytes)?;
         let outcome = (&self.states, &self.expiry)
             .transaction(|(tx_states, tx_expiry)| {
                 let mut outcome = SaveOutcome::default();
@@ -238,6 +267,8 @@ impl Store {
 
     /// Proves the database can be written, read back and flushed.
     pub fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        // Healthy means a 1 MiB state would still be accepted.
+        self.ensure_space(1024 * 1024)?;
         let stamp = now.unix_timestamp_nanos().to_be_bytes();
         self.meta
             .insert(HEALTH_KEY, &stamp)
@@ -410,6 +441,20 @@ mod tests {
             }) => {}
             other => panic!("expected UnsupportedFormat, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn saves_are_refused_while_free_space_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        store.save_all(&[state(t, i, NOW, None, "small")]).unwrap();
+        // No filesystem has this much free: the guard must refuse, and
+        // nothing may change.
+        let err = store.ensure_space(u64::MAX / 4).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err}");
+        assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "small");
+        store.ensure_space(0).unwrap();
     }
 
     #[test]

@@ -1,0 +1,655 @@
+//! The test bench: a store directory (keys, certificate, config file), the
+//! real `flow-store` binary as a child process, and an HTTPS client that
+//! plays the platform. Every suite builds on these three.
+//!
+//! State versions: a state's `updatedAt` is [`Bench::updated_at`] of its
+//! version number, and its content starts with `"<version>:"`, so a load
+//! says exactly which save it came from.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use flow_store::platform::{Encryption, PlatformKeys};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use uuid::Uuid;
+
+/// Path prefix of every endpoint.
+pub const BASE_PATH: &str = "/api/storage/1";
+
+/// How long any single request may take before it counts as hung.
+/// (The server's own storage timeout is 20 s.)
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Keys, certificate and a working directory shared by all suites.
+pub struct Bench {
+    /// Scratch directory (removed when the bench drops).
+    pub dir: PathBuf,
+    /// The `flow-store` binary under test.
+    pub binary: PathBuf,
+    /// The platform's keys.
+    pub keys: Arc<PlatformKeys>,
+    /// Trusts the bench's certificate only.
+    pub connector: TlsConnector,
+    /// Builds state tokens.
+    pub tokens: Tokens,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Server settings a suite may change; the rest are the defaults.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Database directory.
+    pub data: PathBuf,
+    /// `server.max_connections`.
+    pub max_connections: usize,
+    /// `server.handshake_timeout_seconds`.
+    pub handshake_timeout: u64,
+    /// `server.header_read_timeout_seconds`.
+    pub header_read_timeout: u64,
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: u64,
+}
+
+impl ServerSettings {
+    /// The defaults of the shipped configuration, with `data` as database.
+    pub fn defaults(data: PathBuf) -> Self {
+        Self {
+            data,
+            max_connections: 1024,
+            handshake_timeout: 10,
+            header_read_timeout: 10,
+            max_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl Bench {
+    /// Creates keys and a certificate in a fresh directory under `parent`.
+    pub fn new(binary: PathBuf, parent: &Path) -> anyhow::Result<Self> {
+        let dir = parent.join(format!("flow-store-faults-{}", Uuid::new_v4().simple()));
+        for sub in ["keys", "tls"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        let platform = flow_store::keys::generate_p384_jwk()?;
+        let receiver = flow_store::keys::generate_p384_jwk()?;
+        let mut platform_public = platform.to_public_key()?;
+        if let Some(kid) = platform.key_id() {
+            platform_public.set_key_id(kid);
+        }
+        write_private(&dir.join("keys/platform.jwk"), &platform_public.to_string())?;
+        write_private(&dir.join("keys/receiver.jwk"), &receiver.to_string())?;
+        let (cert, key) = flow_store::server::tls::self_signed_localhost()?;
+        write_private(&dir.join("tls/cert.pem"), &cert)?;
+        write_private(&dir.join("tls/key.pem"), &key)?;
+        let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())?;
+        let keys = Arc::new(keys);
+        Ok(Self {
+            connector: tls_connector(&cert)?,
+            dir,
+            binary,
+            tokens: Tokens {
+                keys: Arc::clone(&keys),
+                epoch: OffsetDateTime::now_utc() - time::Duration::days(1),
+            },
+            keys,
+        })
+    }
+
+    /// A fresh subdirectory of the bench directory.
+    pub fn subdir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(format!("{name}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Writes a config file for `settings` and returns its path.
+    pub fn write_config(&self, settings: &ServerSettings) -> anyhow::Result<PathBuf> {
+        let text = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+base_path = "{BASE_PATH}"
+max_body_bytes = {body}
+max_connections = {conns}
+handshake_timeout_seconds = {handshake}
+header_read_timeout_seconds = {header}
+shutdown_grace_seconds = 3
+
+[tls]
+enabled = true
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[storage]
+path = "{data}"
+sweep_interval_seconds = 3600
+
+[log]
+level = "info"
+
+[[stores]]
+name = "fault tests"
+platform_key = "keys/platform.jwk"
+receiver_key = "keys/receiver.jwk"
+"#,
+            body = settings.max_body_bytes,
+            conns = settings.max_connections,
+            handshake = settings.handshake_timeout,
+            header = settings.header_read_timeout,
+            data = settings.data.display(),
+        );
+        let path = self
+            .dir
+            .join(format!("config-{}.toml", Uuid::new_v4().simple()));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Starts the binary with `settings` and waits until it listens.
+    pub fn start(&self, settings: &ServerSettings) -> anyhow::Result<ServerProc> {
+        let config = self.write_config(settings)?;
+        ServerProc::spawn(&self.binary, &config)
+    }
+
+    /// A client of `addr`.
+    pub fn client(&self, addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            connector: self.connector.clone(),
+            keys: Arc::clone(&self.keys),
+            conn: None,
+        }
+    }
+
+    /// Opens a TLS connection to `addr` (no HTTP yet).
+    pub async fn tls_connect(&self, addr: SocketAddr) -> anyhow::Result<TlsStream<TcpStream>> {
+        tls_connect(&self.connector, addr).await
+    }
+}
+
+/// Builds state tokens whose `updatedAt` and content carry a version.
+#[derive(Clone)]
+pub struct Tokens {
+    keys: Arc<PlatformKeys>,
+    /// `updatedAt` of version 0.
+    epoch: OffsetDateTime,
+}
+
+impl Tokens {
+    /// `updatedAt` of `version`: one microsecond per version after the epoch.
+    pub fn updated_at(&self, version: u64) -> OffsetDateTime {
+        let micros = i64::try_from(version).unwrap_or(i64::MAX);
+        self.epoch + time::Duration::microseconds(micros)
+    }
+
+    /// A state token for (tenant, id) at `version`; its content is
+    /// `"<version>:"` followed by `padding`.
+    pub fn token(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        version: u64,
+        padding: &str,
+    ) -> anyhow::Result<String> {
+        let at = self
+            .updated_at(version)
+            .format(&time::format_description::well_known::Rfc3339)?;
+        let state = json!({
+            "id": id, "tenant": tenant, "parent": null, "flow": null, "flowVersion": null,
+            "currentMapElement": null, "currentUser": null, "isDone": false,
+            "createdAt": at, "updatedAt": at, "expiresAt": null,
+            "content": format!("{version}:{padding}"),
+        });
+        self.keys.state_token(
+            tenant,
+            &state,
+            OffsetDateTime::now_utc(),
+            Encryption::default(),
+        )
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn tls_connector(cert_pem: &str) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(cert.context("reading the bench certificate")?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+async fn tls_connect(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+) -> anyhow::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from("localhost").context("server name")?;
+    connector.connect(name, tcp).await.context("TLS handshake")
+}
+
+/// Memory and descriptors of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// Resident set, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set so far, KiB.
+    pub hwm_kib: u64,
+    /// Open file descriptors.
+    pub fds: usize,
+}
+
+/// The binary under test, running.
+pub struct ServerProc {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProc {
+    /// Runs `binary serve --config config` and waits for `listening on`.
+    pub fn spawn(binary: &Path, config: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
+        // FAULT_TESTS_LOG=FILE also appends every server line to FILE.
+        let mut tee = std::env::var_os("FAULT_TESTS_LOG").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(file) = &mut tee {
+                    let _ = writeln!(file, "{line}");
+                }
+                if let Some(addr) = listening_addr(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                if let Ok(mut lines) = lines.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => {
+                server.addr = addr;
+                Ok(server)
+            }
+            Err(_) => {
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                bail!(
+                    "the server did not start; its log:\n{}",
+                    server.log_tail(30)
+                )
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Number of log lines so far.
+    pub fn log_len(&self) -> usize {
+        self.log.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Log lines from `from` on.
+    pub fn log_since(&self, from: usize) -> Vec<String> {
+        self.log
+            .lock()
+            .map(|l| l.iter().skip(from).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last `n` log lines, one string.
+    pub fn log_tail(&self, n: usize) -> String {
+        self.log
+            .lock()
+            .map(|l| l[l.len().saturating_sub(n)..].join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Memory and descriptors now.
+    pub fn sample(&self) -> ProcSample {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        ProcSample {
+            rss_kib: field("VmRSS:"),
+            hwm_kib: field("VmHWM:"),
+            fds,
+        }
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The JSON `message` of an error body, or the body's start.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into()
+            })
+    }
+}
+
+/// One platform client: one keep-alive HTTP/1.1 connection, reopened after
+/// any failure.
+pub struct Client {
+    addr: SocketAddr,
+    connector: TlsConnector,
+    keys: Arc<PlatformKeys>,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// Sends one request; signed for `tenant` when given. Fails on
+    /// transport errors and after [`REQUEST_TIMEOUT`].
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        tenant: Option<Uuid>,
+    ) -> anyhow::Result<Reply> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.send_once(method, path, body, tenant))
+            .await
+        {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                bail!("request hung for more than {REQUEST_TIMEOUT:?}")
+            }
+        }
+    }
+
+    async fn send_once(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        tenant: Option<Uuid>,
+    ) -> anyhow::Result<Reply> {
+        let full_path = format!("{BASE_PATH}{path}");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&full_path)
+            .header("host", "localhost");
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        if let Some(tenant) = tenant {
+            request = request
+                .header("X-ManyWho-Platform-Key-ID", self.keys.platform_kid())
+                .header("X-ManyWho-Receiver-Key-ID", self.keys.receiver_kid())
+                .header(
+                    "X-ManyWho-Signature",
+                    self.keys
+                        .request_signature(tenant, &full_path, OffsetDateTime::now_utc())?,
+                );
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let sender = match &mut self.conn {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.conn.insert(self.connect().await?),
+        };
+        sender.ready().await.context("connection not ready")?;
+        let response = sender.send_request(request).await.context("sending")?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading the response")?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tls_connect(&self.connector, self.addr).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP handshake")?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Saves the given tokens in one request.
+    pub async fn save_tokens(&mut self, tenant: Uuid, tokens: &[String]) -> anyhow::Result<Reply> {
+        let items: Vec<Value> = tokens.iter().map(|t| json!({ "token": t })).collect();
+        let body = serde_json::to_vec(&items)?;
+        self.send(
+            Method::POST,
+            &format!("/states/{tenant}"),
+            Some(body),
+            Some(tenant),
+        )
+        .await
+    }
+
+    /// Deletes `ids` of `tenant` in one request.
+    pub async fn delete(&mut self, tenant: Uuid, ids: &[Uuid]) -> anyhow::Result<Reply> {
+        let body = serde_json::to_vec(ids)?;
+        self.send(
+            Method::DELETE,
+            &format!("/states/{tenant}"),
+            Some(body),
+            Some(tenant),
+        )
+        .await
+    }
+
+    /// Loads (tenant, id): `Ok(None)` on 404, the content's version on 200.
+    pub async fn load_version(&mut self, tenant: Uuid, id: Uuid) -> anyhow::Result<Option<u64>> {
+        let reply = self
+            .send(
+                Method::GET,
+                &format!("/states/{tenant}/{id}"),
+                None,
+                Some(tenant),
+            )
+            .await?;
+        match reply.status {
+            404 => Ok(None),
+            200 => {
+                let body: Value = serde_json::from_slice(&reply.body).context("load body")?;
+                let token = body
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .context("load body has no token")?;
+                let content = self
+                    .keys
+                    .open_reply(token, tenant, id, OffsetDateTime::now_utc())?;
+                let version = content
+                    .split(':')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("content has no version prefix")?;
+                Ok(Some(version))
+            }
+            other => bail!("load answered {other}: {}", reply.message()),
+        }
+    }
+
+    /// `GET /health`.
+    pub async fn health(&mut self) -> anyhow::Result<Reply> {
+        self.send(Method::GET, "/health", None, None).await
+    }
+}
+
+/// A small xorshift generator, seeded from the OS via a v4 UUID, so the
+/// bench needs no extra dependency; the seed is printed for reruns.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `seed` (zero is replaced).
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    /// A random seed.
+    pub fn seed() -> u64 {
+        let bits = Uuid::new_v4().as_u128();
+        (bits as u64) ^ ((bits >> 64) as u64)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Shuffles `items` in place.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+
+    /// `len` characters of incompressible base64 text.
+    pub fn text(&mut self, len: usize) -> String {
+        use base64::Engine;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            bytes.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let mut text = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&bytes);
+        text.truncate(len);
+        text
+    }
+}
+
+/// Median and 99th percentile of `samples`, in milliseconds.
+pub fn percentiles(samples: &[Duration]) -> (f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
