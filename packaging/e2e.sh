@@ -137,6 +137,19 @@ simulate() {
     info "simulate passed (save, load, update, delete over TLS)"
 }
 
+# One state saved early and kept: every later step checks it is still
+# there (reload, restart, upgrade, remove + install).
+KEPT_TENANT=$(cat /proc/sys/kernel/random/uuid)
+KEPT_STATE=$(cat /proc/sys/kernel/random/uuid)
+kept_state() {
+    timeout 120 "$HOST_BIN" simulate --mode "$1" --tenant "$KEPT_TENANT" --state "$KEPT_STATE" \
+        --url "https://127.0.0.1:$PORT/api/storage/1" \
+        --platform-key "$KEYS/platform.jwk" --receiver-key "$KEYS/receiver.jwk" \
+        --ca "$TLS/ca.pem" >"$WORK/kept.log" 2>&1 ||
+        { cat "$WORK/kept.log" >&2; die "simulate --mode $1 of the kept state $KEPT_STATE failed ${2:-}"; }
+    info "kept state $KEPT_STATE: $1 ok ${2:-}"
+}
+
 boot() {
     : >"$WORK/console.log"
     systemd-nspawn --boot --keep-unit --register=no --quiet \
@@ -396,6 +409,7 @@ printf '%s\n' "$log" | grep -Eq -- "$REQUEST_LOG" ||
     { show_journal; die "the journal of flow-store.service shows no request (pattern '$REQUEST_LOG')"; }
 info "journalctl -u flow-store shows the requests:"
 printf '%s\n' "$log" | grep -E -- "$REQUEST_LOG" | tail -n 4 | sed 's/^/    | /'
+kept_state save
 # Something only this run put there, to prove the data survives below.
 in_ct sh -c 'echo "e2e $1" >/var/lib/flow-store/e2e-marker && chown flow-store:flow-store /var/lib/flow-store/e2e-marker' sh "$STORE_ID"
 data_before=$(in_ct find /var/lib/flow-store -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
@@ -415,6 +429,7 @@ journal --since "$since" _PID="$main_pid" | grep -qi 'reload' ||
 info "reloaded in place (same MainPID):"
 journal --since "$since" _PID="$main_pid" | grep -i 'reload' | tail -n 2 | sed 's/^/    | /'
 simulate
+kept_state load "after reload"
 # A broken certificate file: the reload keeps the old one, says why, and the
 # store goes on serving.
 cp -p "$ROOT/etc/flow-store/tls/cert.pem" "$WORK/cert.good.pem"
@@ -436,6 +451,7 @@ step "systemctl restart flow-store"
 in_ct systemctl restart flow-store.service || { show_journal; die "systemctl restart failed"; }
 wait_active 30
 simulate
+kept_state load "after restart"
 in_ct test -f /var/lib/flow-store/e2e-marker || die "data lost across restart"
 
 # --- A broken config fails fast -----------------------------------------
@@ -476,6 +492,7 @@ wait_active 30
 [ "$(in_ct systemctl show -P MainPID flow-store.service)" != "$main_pid" ] ||
     die "upgrade did not restart flow-store.service (MainPID unchanged)"
 simulate
+kept_state load "after upgrade"
 info "upgraded to $version+e2e1: config kept, service restarted and serving"
 
 # --- apt remove + install keeps config, keys and data -------------------
@@ -500,6 +517,7 @@ lost=$(comm -23 <(printf '%s\n' "$data_before") <(printf '%s\n' "$data_after"))
     die "files in /var/lib/flow-store lost across remove/install: $(printf '%s ' $lost)"
 in_ct grep -q "e2e $STORE_ID" /var/lib/flow-store/e2e-marker || die "marker file changed"
 simulate
+kept_state load "after apt remove + install"
 info "reinstalled: same data, config and keys; store serves"
 
 # --- apt purge keeps the data and says so -------------------------------
