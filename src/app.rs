@@ -57,9 +57,11 @@ impl App {
             None
         };
         let basic = load_basic_credentials(config)?;
-        let store = Store::open(&config.storage.path).with_context(|| {
-            format!("opening the database at {}", config.storage.path.display())
-        })?;
+        let store =
+            Store::open_with_cache(&config.storage.path, config.storage.cache_capacity_bytes)
+                .with_context(|| {
+                    format!("opening the database at {}", config.storage.path.display())
+                })?;
         let service = Service::new(
             store,
             keys,
@@ -120,6 +122,7 @@ impl App {
             max_connections: config.server.max_connections,
             handshake_timeout: Duration::from_secs(config.server.handshake_timeout_seconds),
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
             shutdown_grace: Duration::from_secs(config.server.shutdown_grace_seconds),
         };
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -65,6 +65,8 @@ pub struct ServerSettings {
     pub handshake_timeout_seconds: u64,
     /// Seconds a client has to send a request's headers.
     pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may carry no traffic at all before it is closed.
+    pub idle_timeout_seconds: u64,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_seconds: u64,
 }
@@ -79,6 +81,7 @@ impl Default for ServerSettings {
             max_connections: 1024,
             handshake_timeout_seconds: 10,
             header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
             shutdown_grace_seconds: 30,
         }
     }
@@ -114,6 +117,8 @@ pub struct StorageSettings {
     pub path: PathBuf,
     /// Seconds between sweeps that purge expired states.
     pub sweep_interval_seconds: u64,
+    /// Bytes of sled's in-memory page cache.
+    pub cache_capacity_bytes: u64,
 }
 
 impl Default for StorageSettings {
@@ -121,6 +126,7 @@ impl Default for StorageSettings {
         Self {
             path: "data".into(),
             sweep_interval_seconds: 300,
+            cache_capacity_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -311,6 +317,14 @@ impl Config {
                 "storage.sweep_interval_seconds",
                 self.storage.sweep_interval_seconds,
             ),
+            (
+                "server.idle_timeout_seconds",
+                self.server.idle_timeout_seconds,
+            ),
+            (
+                "storage.cache_capacity_bytes",
+                self.storage.cache_capacity_bytes,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -362,7 +376,9 @@ fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<figm
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if name == CONFIG_ENV || rest.is_empty() {
+        // Only `SECTION__KEY` names are settings; others with our prefix
+        // (FLOW_STORE_CONFIG, test switches such as FLOW_STORE_E2E) are not.
+        if name == CONFIG_ENV || !rest.contains("__") {
             continue;
         }
         let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -510,6 +526,7 @@ receiver_key = "/abs/r.jwk"
                 "7".to_string(),
             ),
             ("FLOW_STORE_CONFIG".to_string(), "/ignored".to_string()),
+            ("FLOW_STORE_E2E".to_string(), "0".to_string()),
         ];
         let cfg = Config::load_with_env(&path, &env).unwrap();
         assert_eq!(cfg.server.listen, "0.0.0.0:9443");

@@ -10,16 +10,19 @@ pub mod shutdown;
 pub mod tls;
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::{self, HttpContext};
@@ -33,8 +36,22 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// Time allowed to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Time a connection may carry no traffic before it is closed.
+    pub idle_timeout: Duration,
     /// Time in-flight requests get to finish once shutdown starts.
     pub shutdown_grace: Duration,
+}
+
+/// What every connection task holds while it lives.
+///
+/// The accept loop keeps the original `stop` sender and `done` receiver:
+/// sending `true` on `stop` asks every connection to finish gracefully, and
+/// `done` yields `None` once the last connection task has dropped its
+/// sender, i.e. once every connection is closed (the mini-redis pattern).
+struct ConnectionGuard {
+    _permit: OwnedSemaphorePermit,
+    _done: mpsc::Sender<()>,
+    stop: watch::Receiver<bool>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and
@@ -46,7 +63,8 @@ pub async fn run(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(10);
@@ -75,52 +93,85 @@ pub async fn run(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let ctx = Arc::clone(&ctx);
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream))
-                            .await;
-                    match handshake {
-                        Ok(Ok(tls_stream)) => {
-                            let Some(stream) =
-                                first_bytes(tls_stream, options.header_read_timeout).await
-                            else {
-                                log::debug!("{peer} sent no request after the TLS handshake");
-                                return;
-                            };
-                            serve_connection(stream, ctx, options, watcher).await
-                        }
-                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
-                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
-                    }
-                }
-                None => {
-                    let Some(stream) = first_bytes(stream, options.header_read_timeout).await
-                    else {
-                        log::debug!("{peer} sent no request");
-                        return;
-                    };
-                    serve_connection(stream, ctx, options, watcher).await
-                }
-            }
-        });
+        let guard = ConnectionGuard {
+            _permit: permit,
+            _done: done_tx.clone(),
+            stop: stop_rx.clone(),
+        };
+        tokio::spawn(handle_connection(
+            stream,
+            peer,
+            tls.clone(),
+            Arc::clone(&ctx),
+            options,
+            guard,
+        ));
     }
     drop(listener);
+    drop(done_tx);
     log::info!(
         "stopped accepting; draining open connections (up to {:?})",
         options.shutdown_grace
     );
+    let _ = stop_tx.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => log::info!("all connections closed"),
+        _ = done_rx.recv() => log::info!("all connections closed"),
         _ = tokio::time::sleep(options.shutdown_grace) => {
             log::warn!("shutdown grace period over; closing the remaining connections");
         }
+    }
+}
+
+/// One connection: TLS handshake (bounded), the first bytes (bounded), then
+/// HTTP until the client leaves, goes idle, or shutdown asks it to finish.
+async fn handle_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<HttpContext>,
+    options: ServerOptions,
+    mut guard: ConnectionGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let stream = Tracked {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    };
+    match tls {
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    serve_after_first_bytes(tls_stream, peer, ctx, options, activity, &mut guard)
+                        .await
+                }
+                Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+            }
+        }
+        None => serve_after_first_bytes(stream, peer, ctx, options, activity, &mut guard).await,
+    }
+}
+
+async fn serve_after_first_bytes<S>(
+    stream: S,
+    peer: std::net::SocketAddr,
+    ctx: Arc<HttpContext>,
+    options: ServerOptions,
+    activity: Arc<Activity>,
+    guard: &mut ConnectionGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let first = tokio::select! {
+        first = first_bytes(stream, options.header_read_timeout) => first,
+        _ = guard.stop.changed() => None,
+    };
+    match first {
+        Some(stream) => serve_connection(stream, ctx, options, activity, guard).await,
+        None => log::debug!("{peer} sent no request"),
     }
 }
 
@@ -149,7 +200,8 @@ async fn serve_connection<S>(
     stream: S,
     ctx: Arc<HttpContext>,
     options: ServerOptions,
-    watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+    guard: &mut ConnectionGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -167,8 +219,102 @@ async fn serve_connection<S>(
         .max_local_error_reset_streams(64);
     let service = service_fn(move |request| http::handle(request, Arc::clone(&ctx)));
     let connection = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(connection).await {
-        log::debug!("connection closed with an error: {e}");
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        let idle_deadline = activity.last() + options.idle_timeout;
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    log::debug!("connection closed with an error: {e}");
+                }
+                return;
+            }
+            _ = guard.stop.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if !closing => {
+                // Traffic may have moved the deadline while we slept.
+                if activity.last() + options.idle_timeout <= Instant::now() {
+                    log::debug!("closing a connection idle for {:?}", options.idle_timeout);
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte, in either direction.
+///
+/// Why: HTTP/2 connections have no idle limit in hyper, and an HTTP/1.1
+/// connection waiting on a slow request body has none either; without one,
+/// silent clients would hold their `max_connections` slots forever.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last_millis: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last_millis: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_millis.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that records its traffic in an [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -192,6 +338,23 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         drop(client);
         assert!(first_bytes(server, Duration::from_secs(10)).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn activity_moves_with_traffic() {
+        let activity = Activity::new();
+        let start = activity.last();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(activity.last(), start);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut tracked = Tracked {
+            inner: server,
+            activity: Arc::clone(&activity),
+        };
+        client.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        tracked.read_exact(&mut byte).await.unwrap();
+        assert!(activity.last() >= start + Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -4,19 +4,26 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-/// Waits for SIGTERM or SIGINT and logs which one came.
-pub async fn terminate() {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::error!("cannot install SIGTERM/SIGINT handlers; stop the store with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received: shutting down"),
-        _ = int.recv() => log::info!("SIGINT received: shutting down"),
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that
+/// completes (logging which signal came) when one of them arrives.
+///
+/// Why install eagerly: a handler installed only when the future is first
+/// polled leaves a window after start-up in which SIGTERM would kill the
+/// process outright (no drain, no flush, not exit 0). Call this before the
+/// store announces that it is listening. Needs a Tokio runtime.
+pub fn terminate() -> impl std::future::Future<Output = ()> {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            log::error!("cannot install SIGTERM/SIGINT handlers; stop the store with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM received: shutting down"),
+            _ = int.recv() => log::info!("SIGINT received: shutting down"),
+        }
     }
 }
 

@@ -46,6 +46,10 @@ const HEALTH_KEY: &[u8] = b"health_probe";
 /// between the check and the write can still wedge sled.
 pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// sled's page cache by default. sled's own default (1 GiB) lets a burst
+/// of large states keep hundreds of MiB resident long after the burst.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// What a save did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaveOutcome {
@@ -72,13 +76,23 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `path`.
+    /// Opens (creating if missing) the database at `path`, with the default
+    /// page cache.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the database at `path` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
         let err = |e| StoreError::from_sled(e, path);
-        let db = sled::Config::new().path(path).open().map_err(err)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(err)?;
         let store = Store {
             states: db.open_tree(STATES_TREE).map_err(err)?,
             expiry: db.open_tree(EXPIRY_TREE).map_err(err)?,
