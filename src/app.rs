@@ -131,6 +131,8 @@ impl App {
             Duration::from_secs(config.storage.sweep_interval_seconds),
             stop_rx.clone(),
         ));
+        let watchdog = crate::notify::watchdog_interval()
+            .map(|every| tokio::spawn(feed_watchdog(Arc::clone(&service), every, stop_rx.clone())));
         let reloader = reloads.map(|rx| {
             tokio::spawn(reload_loop(
                 rx,
@@ -160,6 +162,9 @@ impl App {
         let _ = sweeper.await;
         if let Some(reloader) = reloader {
             let _ = reloader.await;
+        }
+        if let Some(watchdog) = watchdog {
+            let _ = watchdog.await;
         }
         service
             .store()
@@ -200,6 +205,31 @@ async fn sweep(service: Arc<Service>, interval: Duration, mut stop: watch::Recei
             Ok(n) => log::info!("purged {n} expired state(s)"),
             Err(e) => log::error!("purging expired states failed: {e}"),
         }
+    }
+}
+
+/// Feeds systemd's watchdog while the database answers. When a storage call
+/// is stuck (sled wedged after an I/O error, which only a restart clears)
+/// the pings stop and systemd restarts the service: that is how the store
+/// recovers by itself. Acknowledged writes are on disk, so nothing is lost.
+async fn feed_watchdog(service: Arc<Service>, every: Duration, mut stop: watch::Receiver<bool>) {
+    log::info!("systemd watchdog enabled: checking the database every {every:?}");
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let health = service.health().await;
+        if Service::is_wedged(&health) {
+            log::error!(
+                "the database is stuck; no longer feeding the systemd watchdog so that systemd restarts flow-store"
+            );
+            continue;
+        }
+        if let Err(e) = &health {
+            log::warn!("health check failed (not a reason to restart): {e}");
+        }
+        crate::notify::watchdog();
     }
 }
 

@@ -228,6 +228,13 @@ impl Service {
         blocking(move || store.delete_all(tenant, &ids)).await
     }
 
+    /// Whether the database is wedged for good: only a restart helps, so
+    /// the systemd watchdog must not be fed. A full disk or a passing I/O
+    /// error is not wedged (restarting would not fix it).
+    pub fn is_wedged(result: &Result<(), ServiceError>) -> bool {
+        matches!(result, Err(ServiceError::Store(StoreError::Stuck(_))))
+    }
+
     /// Writes, reads back and flushes a probe.
     pub async fn health(&self) -> Result<(), ServiceError> {
         let store = self.store.clone();
@@ -273,10 +280,7 @@ where
         Ok(joined) => joined
             .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
             .map_err(ServiceError::from),
-        Err(_) => Err(ServiceError::Store(StoreError::Unavailable(format!(
-            "the database did not answer within {limit:?} (a stuck flush after an I/O error?); \
-             restart flow-store if this persists"
-        )))),
+        Err(_) => Err(ServiceError::Store(StoreError::Stuck(limit))),
     }
 }
 
@@ -293,9 +297,21 @@ mod tests {
         });
         let err = stuck.await.unwrap_err();
         assert!(
-            matches!(err, ServiceError::Store(StoreError::Unavailable(_))),
+            matches!(err, ServiceError::Store(StoreError::Stuck(_))),
             "{err}"
         );
         assert_eq!(bounded(limit, || Ok(7)).await.unwrap(), 7);
+    }
+
+    #[test]
+    fn only_a_stuck_database_stops_the_watchdog() {
+        let stuck = Err(ServiceError::Store(StoreError::Stuck(STORAGE_TIMEOUT)));
+        assert!(Service::is_wedged(&stuck));
+        assert!(!Service::is_wedged(&Err(ServiceError::Store(
+            StoreError::DiskFull
+        ))));
+        let io = Err(ServiceError::Store(StoreError::Unavailable("EIO".into())));
+        assert!(!Service::is_wedged(&io));
+        assert!(!Service::is_wedged(&Ok(())));
     }
 }

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A stored value cannot be read.
     #[error(transparent)]
     Corrupt(#[from] DecodeError),
+    /// A database call did not return in time: sled is wedged (a flush
+    /// stuck after an I/O error). Only a restart clears it.
+    #[error("the database did not answer within {0:?} (a flush stuck after an I/O error?); flow-store must be restarted")]
+    Stuck(std::time::Duration),
     /// Any other database or I/O failure.
     #[error("database error: {0}")]
     Unavailable(String),
