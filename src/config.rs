@@ -369,8 +369,24 @@ impl Config {
     }
 }
 
+/// The `FLOW_STORE_SECTION__KEY` variables, as a figment provider whose
+/// errors say they came from the environment.
+struct EnvSettings(figment::value::Dict);
+
+impl figment::Provider for EnvSettings {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("FLOW_STORE_<SECTION>__<KEY> environment variables")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
 /// `FLOW_STORE_SECTION__KEY` variables, minus the one naming the file itself.
-fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<figment::value::Dict> {
+fn env_provider(env: &[(String, String)]) -> EnvSettings {
     let mut dict = figment::value::Dict::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
@@ -384,7 +400,7 @@ fn env_provider(env: &[(String, String)]) -> figment::providers::Serialized<figm
         let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         insert_env_value(&mut dict, &parts, value);
     }
-    Serialized::defaults(dict)
+    EnvSettings(dict)
 }
 
 fn insert_env_value(dict: &mut figment::value::Dict, parts: &[String], raw: &str) {
@@ -410,7 +426,8 @@ fn insert_env_value(dict: &mut figment::value::Dict, parts: &[String], raw: &str
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
-        .map(|e| e.to_string())
+        // Keys live in figment's "default" profile; operators never see it.
+        .map(|e| e.to_string().replace("key \"default.", "key \""))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -540,6 +557,8 @@ receiver_key = "/abs/r.jwk"
         let env = vec![("FLOW_STORE_SERVER__LISTN".to_string(), "x".to_string())];
         let err = Config::load_with_env(&path, &env).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+        assert!(err.contains("environment variables"), "{err}");
+        assert!(err.contains("key \"server.listn\""), "{err}");
     }
 
     #[test]
