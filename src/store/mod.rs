@@ -281,8 +281,10 @@ impl Store {
 
     /// Proves the database can be written, read back and flushed.
     pub fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
-        // Healthy means a 1 MiB state would still be accepted.
-        self.ensure_space(1024 * 1024)?;
+        // Unhealthy once even a small save would be refused. (Asking for
+        // room for a large state here made /health flap after the operator
+        // freed just enough space for saves to go through again.)
+        self.ensure_space(0)?;
         let stamp = now.unix_timestamp_nanos().to_be_bytes();
         self.meta
             .insert(HEALTH_KEY, &stamp)
