@@ -16,6 +16,8 @@ pub mod codec;
 pub mod error;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -67,6 +69,10 @@ pub struct Store {
     expiry: sled::Tree,
     meta: sled::Tree,
     path: PathBuf,
+    // Free bytes the last save refused for lack of space needed (0 after a
+    // save succeeds). `/health` reports the disk full while they are still
+    // missing, so it agrees with what saves get.
+    space_wanted: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,6 +105,7 @@ impl Store {
             meta: db.open_tree(META_TREE).map_err(err)?,
             db,
             path: path.to_path_buf(),
+            space_wanted: Arc::new(AtomicU64::new(0)),
         };
         store.check_format()?;
         Ok(store)
@@ -141,8 +148,10 @@ impl Store {
     /// [`MIN_FREE_BYTES`] free. A filesystem that cannot be asked is not
     /// held against the write.
     fn ensure_space(&self, bytes: u64) -> Result<(), StoreError> {
+        let wanted = bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES);
         match fs2::available_space(&self.path) {
-            Ok(free) if free < bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES) => {
+            Ok(free) if free < wanted => {
+                self.space_wanted.store(wanted, Ordering::Relaxed);
                 Err(StoreError::DiskFull)
             }
             _ => Ok(()),
@@ -187,6 +196,7 @@ impl Store {
             })
             .map_err(|e| self.tx_err(e))?;
         self.flush()?;
+        self.space_wanted.store(0, Ordering::Relaxed);
         Ok(outcome)
     }
 
@@ -281,10 +291,14 @@ impl Store {
 
     /// Proves the database can be written, read back and flushed.
     pub fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
-        // Unhealthy once even a small save would be refused. (Asking for
-        // room for a large state here made /health flap after the operator
-        // freed just enough space for saves to go through again.)
-        self.ensure_space(0)?;
+        // Unhealthy while even a small save would be refused, or while the
+        // space the last refused save needed is still missing.
+        let wanted = self.space_wanted.load(Ordering::Relaxed);
+        if let Ok(free) = fs2::available_space(&self.path) {
+            if free < wanted.max(MIN_FREE_BYTES) {
+                return Err(StoreError::DiskFull);
+            }
+        }
         let stamp = now.unix_timestamp_nanos().to_be_bytes();
         self.meta
             .insert(HEALTH_KEY, &stamp)
