@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Build the static x86_64 flow-store binary and its .deb.
+# Build the release x86_64 flow-store binary (OpenSSL linked in) and its .deb.
 #
 #   packaging/build-static.sh            # binary + .deb; prints the .deb path last
 #   packaging/build-static.sh --no-deb   # binary only
 #
-# The binary is linked statically against glibc (+crt-static) with OpenSSL
-# built from source (feature `vendored-openssl`), so the package has no
-# shared-library dependencies (only adduser, systemd, procps). Building with
+# OpenSSL is built from source and linked in statically (feature
+# `vendored-openssl`); glibc stays dynamic, so the package needs only
+# libc6 (>= 2.34) and libgcc-s1 besides adduser, systemd and procps.
+#
+# Why not a fully static binary (+crt-static): glibc linked statically
+# corrupted its heap under load ("malloc(): unaligned tcache chunk
+# detected", "double free or corruption") with 64 clients saving 1 MiB
+# states concurrently (fault-tests --only memory), as a static PIE and as a
+# plain static executable alike; the same code linked dynamically ran clean.
+# A store must not crash under load, so the package links glibc dynamically.
+#
+# Building with
 # an explicit --target puts it in target/x86_64-unknown-linux-gnu/release/,
 # and RUSTFLAGS then apply only to that target (not build scripts or proc
 # macros), so the ordinary target/debug and target/release caches are left
@@ -43,31 +52,22 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 [ -n "$target_dir" ] || die "cannot find cargo's target directory"
 bin="$target_dir/$TARGET/release/flow-store"
 
-say "building static $TARGET binary (vendored OpenSSL; the first build compiles OpenSSL, a few minutes)"
-# Keep any RUSTFLAGS the caller set (e.g. -D warnings in CI), add crt-static.
-# The result is a static PIE (`file`: "static-pie linked"): statically linked,
-# no interpreter and no shared libraries, and still loaded at a random address
-# (ASLR). Add `-C relocation-model=static` for a non-PIE "statically linked"
-# executable without that. cargo-deb strips the packaged copy.
-RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
-    cargo build --release --target "$TARGET" --features vendored-openssl --bin flow-store
+say "building the $TARGET release binary (vendored OpenSSL; the first build compiles OpenSSL, a few minutes)"
+# Keep any RUSTFLAGS the caller set (e.g. -D warnings in CI). cargo-deb
+# strips the packaged copy.
+cargo build --release --target "$TARGET" --features vendored-openssl --bin flow-store
 
 [ -x "$bin" ] || die "cargo did not produce $bin"
-file_out=$(file -b "$bin")
-say "file: $file_out"
-case "$file_out" in
-    *"statically linked"*|*"static-pie linked"*) ;;
-    *) die "$bin is not statically linked" ;;
-esac
-# Whatever `file` calls it, check the substance: no program interpreter and
-# no shared-library dependency.
-if readelf -lW "$bin" | grep -q 'INTERP'; then
-    die "$bin needs a dynamic loader: $(readelf -lW "$bin" | grep -A1 INTERP)"
-fi
-if readelf -d "$bin" | grep -q 'NEEDED'; then
-    die "$bin has shared-library dependencies: $(readelf -d "$bin" | grep NEEDED)"
-fi
-say "statically linked: no interpreter, no shared libraries"
+say "file: $(file -b "$bin")"
+# Only glibc's own libraries may be needed: no libssl or libcrypto.
+needed=$(readelf -d "$bin" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')
+for lib in $needed; do
+    case "$lib" in
+        libc.so.6|libm.so.6|libgcc_s.so.1|ld-linux-x86-64.so.2) ;;
+        *) die "$bin needs $lib; only glibc's libraries are allowed (is OpenSSL vendored?)" ;;
+    esac
+done
+say "shared libraries: $needed(OpenSSL linked in)"
 
 if [ "$build_deb" = 0 ]; then
     echo "$bin"

@@ -259,7 +259,7 @@ if [ -n "${FLOW_STORE_DEB:-}" ]; then
     step "using the given package $FLOW_STORE_DEB"
     DEB=$(readlink -f "$FLOW_STORE_DEB")
 else
-    step "building the static binary and the .deb (packaging/build-static.sh)"
+    step "building the release binary (OpenSSL linked in) and the .deb (packaging/build-static.sh)"
     DEB=$(timeout 2400 "$REPO/packaging/build-static.sh" | tail -n 1)
 fi
 [ -f "$DEB" ] || die "no package at '$DEB'"
