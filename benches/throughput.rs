@@ -50,9 +50,9 @@ impl Stats {
 }
 
 fn public(jwk: &josekit::jwk::Jwk) -> String {
-    let mut p = jwk.to_public_key().expect("public key");
-    p.set_key_id(jwk.key_id().expect("kid"));
-    p.to_string()
+    flow_store::keys::public_jwk(jwk)
+        .expect("public key")
+        .to_string()
 }
 
 fn main() {

@@ -386,6 +386,16 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// The public part of `jwk`, keeping its `kid` (josekit's own public view
+/// drops it, and the kid is what the store looks keys up by).
+pub fn public_jwk(jwk: &Jwk) -> Result<Jwk, josekit::JoseError> {
+    let mut public = jwk.to_public_key()?;
+    if let Some(kid) = jwk.key_id() {
+        public.set_key_id(kid);
+    }
+    Ok(public)
+}
+
 /// Generates a fresh P-384 key pair as a private JWK with a random UUID kid.
 pub fn generate_p384_jwk() -> Result<Jwk, josekit::JoseError> {
     let pair = ES384.generate_key_pair()?;
@@ -405,11 +415,8 @@ mod tests {
         generate_p384_jwk().unwrap()
     }
 
-    // josekit's public view drops the kid; put it back.
     fn public_of(jwk: &Jwk) -> Jwk {
-        let mut public = jwk.to_public_key().unwrap();
-        public.set_key_id(jwk.key_id().unwrap());
-        public
+        public_jwk(jwk).unwrap()
     }
 
     #[test]

@@ -75,14 +75,8 @@ impl PlatformKeys {
                 "the platform key has no private part \"d\": the simulator signs as the platform"
             );
         }
-        let kid = receiver.key_id().map(str::to_string);
-        let mut receiver = receiver
-            .to_public_key()
+        let receiver = crate::keys::public_jwk(&receiver)
             .map_err(fail("the receiver key is not an EC key"))?;
-        // josekit's public view drops the kid; the kid is what the store looks up.
-        if let Some(kid) = kid {
-            receiver.set_key_id(kid);
-        }
         Ok(Self { platform, receiver })
     }
 

@@ -782,9 +782,7 @@ mod tests {
         #name = \"production\"";
 
     fn public_of(jwk: &Jwk) -> Jwk {
-        let mut public = jwk.to_public_key().unwrap();
-        public.set_key_id(jwk.key_id().unwrap());
-        public
+        crate::keys::public_jwk(jwk).unwrap()
     }
 
     struct Keys {

@@ -401,9 +401,7 @@ mod hostile_tests {
     }
 
     fn public(jwk: &Jwk) -> Jwk {
-        let mut p = jwk.to_public_key().unwrap();
-        p.set_key_id(jwk.key_id().unwrap());
-        p
+        crate::keys::public_jwk(jwk).unwrap()
     }
 
     fn fixture() -> Fixture {

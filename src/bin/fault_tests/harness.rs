@@ -94,10 +94,7 @@ impl Bench {
         }
         let platform = flow_store::keys::generate_p384_jwk()?;
         let receiver = flow_store::keys::generate_p384_jwk()?;
-        let mut platform_public = platform.to_public_key()?;
-        if let Some(kid) = platform.key_id() {
-            platform_public.set_key_id(kid);
-        }
+        let platform_public = flow_store::keys::public_jwk(&platform)?;
         write_private(&dir.join("keys/platform.jwk"), &platform_public.to_string())?;
         write_private(&dir.join("keys/receiver.jwk"), &receiver.to_string())?;
         let (cert, key) = flow_store::server::tls::self_signed_localhost()?;
