@@ -10,7 +10,11 @@
 # keeps its certificate when the new file is broken), restarts, refuses a
 # broken config with the `check` message, keeps an edited config and restarts
 # on upgrade, keeps config, keys and data across `apt remove` + install, and
-# that purge removes /etc/flow-store but keeps /var/lib/flow-store.
+# that purge removes /etc/flow-store but keeps /var/lib/flow-store. It also
+# checks that the service serves on 127.0.0.1:443 as its unprivileged user
+# (when that port is free on the host), and that the static binary resolves
+# a host name without opening any shared object (no glibc NSS module, so no
+# second libc in the process).
 #
 # Usage (as root; CI runs it from .ci/run):
 #   packaging/e2e.sh
@@ -235,6 +239,7 @@ command -v zstd >/dev/null || missing+=(zstd)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v pgrep >/dev/null || missing+=(procps)
+command -v strace >/dev/null || missing+=(strace)
 if [ "${#missing[@]}" -gt 0 ]; then
     info "installing ${missing[*]}"
     timeout 600 apt-get update -qq
@@ -259,7 +264,7 @@ if [ -n "${FLOW_STORE_DEB:-}" ]; then
     step "using the given package $FLOW_STORE_DEB"
     DEB=$(readlink -f "$FLOW_STORE_DEB")
 else
-    step "building the release binary (OpenSSL linked in) and the .deb (packaging/build-static.sh)"
+    step "building the static binary and the .deb (packaging/build-static.sh)"
     DEB=$(timeout 2400 "$REPO/packaging/build-static.sh" | tail -n 1)
 fi
 [ -f "$DEB" ] || die "no package at '$DEB'"
@@ -410,6 +415,24 @@ printf '%s\n' "$log" | grep -Eq -- "$REQUEST_LOG" ||
 info "journalctl -u flow-store shows the requests:"
 printf '%s\n' "$log" | grep -E -- "$REQUEST_LOG" | tail -n 4 | sed 's/^/    | /'
 kept_state save
+
+step "a host name lookup in the static binary opens no shared object"
+# glibc linked statically would dlopen() the host's NSS modules (and the
+# host's libc.so.6 with them) for sources such as mymachines or resolve;
+# src/main.rs pins lookups to the built-in files and dns. A name under
+# .invalid never resolves, so every configured source gets asked.
+NOHOST="flow-store-e2e-$STORE_ID.invalid"
+nss_out=$(timeout 60 strace -f -qq -e trace=openat,open -o "$WORK/nss.trace" "$HOST_BIN" simulate \
+    --url "https://$NOHOST:$PORT/api/storage/1" \
+    --platform-key "$KEYS/platform.jwk" --receiver-key "$KEYS/receiver.jwk" \
+    --ca "$TLS/ca.pem" 2>&1) && die "simulate reached $NOHOST, which cannot exist"
+printf '%s\n' "$nss_out" | grep -q "failed to lookup address" ||
+    { printf '%s\n' "$nss_out" >&2; die "simulate against $NOHOST did not fail on the name lookup"; }
+if grep -E '"[^"]*\.so(\.[0-9]+)*"' "$WORK/nss.trace" | grep -Ev '= -1 ' >&2; then
+    die "the static binary opened the shared objects above while looking up a host name"
+fi
+info "lookup of $NOHOST failed cleanly, no shared object opened"
+
 # Something only this run put there, to prove the data survives below.
 in_ct sh -c 'echo "e2e $1" >/var/lib/flow-store/e2e-marker && chown flow-store:flow-store /var/lib/flow-store/e2e-marker' sh "$STORE_ID"
 data_before=$(in_ct find /var/lib/flow-store -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
@@ -453,6 +476,28 @@ wait_active 30
 simulate
 kept_state load "after restart"
 in_ct test -f /var/lib/flow-store/e2e-marker || die "data lost across restart"
+
+step "listen on port 443 as the unprivileged service user (CAP_NET_BIND_SERVICE)"
+# The container shares the host's network: use 127.0.0.1:443 only if free.
+if python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 443))' 2>/dev/null; then
+    sed -i "s/^listen = \"127.0.0.1:$PORT\"$/listen = \"127.0.0.1:443\"/" "$ROOT$CONF"
+    grep -q '^listen = "127.0.0.1:443"$' "$ROOT$CONF" || die "could not set listen to 127.0.0.1:443"
+    in_ct systemctl restart flow-store.service || { show_journal; die "restart with listen on port 443 failed"; }
+    wait_active 30
+    main_pid=$(in_ct systemctl show -P MainPID flow-store.service)
+    user=$(in_ct ps -o user= -p "$main_pid" | tr -d ' ')
+    [ "$user" = flow-store ] || die "the service runs as '$user', not flow-store"
+    saved_port=$PORT
+    PORT=443
+    simulate
+    PORT=$saved_port
+    info "served on 127.0.0.1:443 as user $user"
+    cp -p "$WORK/config.good.toml" "$ROOT$CONF"
+    in_ct systemctl restart flow-store.service || { show_journal; die "restart back on port $PORT failed"; }
+    wait_active 30
+else
+    info "SKIPPED: 127.0.0.1:443 is in use on this host"
+fi
 
 # --- A broken config fails fast -----------------------------------------
 step "a broken config (unknown key) makes systemctl restart fail with the check message"
