@@ -12,7 +12,9 @@
 # on upgrade, keeps config, keys and data across `apt remove` + install, and
 # that purge removes /etc/flow-store but keeps /var/lib/flow-store. It also
 # checks that the service serves on 127.0.0.1:443 as its unprivileged user
-# (when that port is free on the host), and that the static binary resolves
+# (when that port is free on the host), that systemd's watchdog restarts it
+# when its database wedges (a blob directory made immutable; acknowledged
+# states survive), and that the static binary resolves
 # a host name without opening any shared object (no glibc NSS module, so no
 # second libc in the process).
 #
@@ -62,6 +64,7 @@ STARTED=$(date +%s)
 STEP=0
 WORK=""
 NSPAWN_PID=""
+IMMUTABLE=""
 LEADER=""
 
 # --- Output -----------------------------------------------------------------
@@ -215,6 +218,9 @@ cleanup() {
     trap - ERR
     set +e
     poweroff
+    if [ -n "$IMMUTABLE" ]; then
+        chattr -i "$IMMUTABLE" 2>/dev/null
+    fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "$rc" != 0 ] && [ "${FLOW_STORE_E2E_KEEP:-}" = 1 ]; then
             echo "e2e: kept $WORK for inspection (FLOW_STORE_E2E_KEEP=1)" >&2
@@ -240,6 +246,7 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v nsenter >/dev/null || missing+=(util-linux)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v strace >/dev/null || missing+=(strace)
+command -v chattr >/dev/null || missing+=(e2fsprogs)
 if [ "${#missing[@]}" -gt 0 ]; then
     info "installing ${missing[*]}"
     timeout 600 apt-get update -qq
@@ -498,6 +505,65 @@ if python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 443))' 2
 else
     info "SKIPPED: 127.0.0.1:443 is in use on this host"
 fi
+
+# --- A wedged database: the systemd watchdog restarts the service -------
+step "a wedged database gets flow-store restarted by the systemd watchdog"
+# sled 0.34 never returns from a flush after a blob file could not be
+# created; the daemon then stops feeding the watchdog (docs/reliability.md,
+# item 10). A drop-in shortens WatchdogSec from 60 s to 10 s for this step.
+DROPIN_DIR="$ROOT/etc/systemd/system/flow-store.service.d"
+mkdir -p "$DROPIN_DIR"
+printf '[Service]\nWatchdogSec=10s\n' >"$DROPIN_DIR/e2e-watchdog.conf"
+in_ct systemctl daemon-reload
+in_ct systemctl restart flow-store.service || { show_journal; die "restart with WatchdogSec=10s failed"; }
+wait_active 30
+BIG_STATE=$(cat /proc/sys/kernel/random/uuid)
+big_state() {
+    timeout 120 "$HOST_BIN" simulate --mode "$1" --tenant "$KEPT_TENANT" --state "$BIG_STATE" \
+        --pad-kib 512 --url "https://127.0.0.1:$PORT/api/storage/1" \
+        --platform-key "$KEYS/platform.jwk" --receiver-key "$KEYS/receiver.jwk" \
+        --ca "$TLS/ca.pem" >"$WORK/big.log" 2>&1
+}
+# The first large state creates the database's blobs/ directory.
+big_state save || { cat "$WORK/big.log" >&2; die "saving a 512 KiB state failed"; }
+BLOBS="$ROOT/var/lib/flow-store/blobs"
+if [ -d "$BLOBS" ] && chattr +i "$BLOBS" 2>/dev/null; then
+    IMMUTABLE=$BLOBS
+    old_pid=$(in_ct systemctl show -P MainPID flow-store.service)
+    restarts=$(nrestarts)
+    since=$(in_ct date '+%Y-%m-%d %H:%M:%S')
+    BIG_STATE_KEPT=$BIG_STATE
+    BIG_STATE=$(cat /proc/sys/kernel/random/uuid)
+    big_state save && die "a 512 KiB save succeeded although blobs/ is immutable"
+    info "the save that needed a new blob file failed: $(grep -m1 -i 'fail' "$WORK/big.log")"
+    deadline=$(($(date +%s) + 120))
+    until [ "$(nrestarts)" != "$restarts" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] ||
+            { show_journal; die "systemd did not restart the wedged flow-store within 120 s"; }
+        sleep 1
+    done
+    chattr -i "$BLOBS"
+    IMMUTABLE=""
+    wait_active 60
+    new_pid=$(in_ct systemctl show -P MainPID flow-store.service)
+    [ "$new_pid" != "$old_pid" ] || die "NRestarts grew but MainPID is still $old_pid"
+    log=$(in_ct journalctl --no-pager -o short-precise --since "$since" || true)
+    printf '%s\n' "$log" | grep -qi 'watchdog timeout' ||
+        { show_journal; die "the journal does not show systemd's watchdog timeout"; }
+    info "systemd's watchdog restarted flow-store (pid $old_pid -> $new_pid):"
+    printf '%s\n' "$log" | grep -Ei 'no longer feeding|watchdog timeout|Scheduled restart' |
+        head -n 4 | sed 's/^/    | /'
+    BIG_STATE=$BIG_STATE_KEPT
+    big_state load || { cat "$WORK/big.log" >&2; die "the 512 KiB state saved before the wedge is gone"; }
+    kept_state load "after the watchdog restart"
+    simulate
+else
+    info "SKIPPED: cannot make $BLOBS immutable here (chattr needs ext4 or a similar file system)"
+fi
+rm -f "$DROPIN_DIR/e2e-watchdog.conf"
+in_ct systemctl daemon-reload
+in_ct systemctl restart flow-store.service || { show_journal; die "restart without the watchdog drop-in failed"; }
+wait_active 30
 
 # --- A broken config fails fast -----------------------------------------
 step "a broken config (unknown key) makes systemctl restart fail with the check message"

@@ -69,6 +69,10 @@ pub enum Command {
         /// State id to use [default: random]; needed with --mode save|load.
         #[arg(long)]
         state: Option<Uuid>,
+        /// With --mode save|load: KiB of padding in the kept state's content
+        /// (the same value for both), to try large states.
+        #[arg(long, value_name = "KIB", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=10240))]
+        pad_kib: u16,
     },
     /// Check everything `serve` needs (config, keys, certificate, storage) without serving.
     Check {
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
             basic,
             mode,
             state,
+            pad_kib,
         } => {
             let options = if dev {
                 SimulateOptions::from_dev_dir(Path::new(crate::dev::DEV_DIR))
@@ -134,6 +139,7 @@ pub fn main() -> ExitCode {
                     basic: None,
                     state: None,
                     mode,
+                    pad_kib: 0,
                 })
             };
             let options = options.map(|o| SimulateOptions {
@@ -141,6 +147,7 @@ pub fn main() -> ExitCode {
                 basic,
                 state,
                 mode,
+                pad_kib: usize::from(pad_kib),
                 ..o
             });
             run_simulate(options)

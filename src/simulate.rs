@@ -39,6 +39,10 @@ pub struct SimulateOptions {
     pub state: Option<Uuid>,
     /// What to do.
     pub mode: Mode,
+    /// Padding added to the content of the state `--mode save` keeps (and
+    /// `--mode load` expects), in KiB: large states take a different path
+    /// through the database (sled keeps values over ~128 KiB as blob files).
+    pub pad_kib: usize,
 }
 
 /// What `simulate` does.
@@ -88,6 +92,7 @@ impl SimulateOptions {
             basic: None,
             state: None,
             mode: Mode::Full,
+            pad_kib: 0,
         })
     }
 }
@@ -112,6 +117,9 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let keys =
         PlatformKeys::from_json(&read(&options.platform_key)?, &read(&options.receiver_key)?)?;
+    if options.mode == Mode::Full && options.pad_kib > 0 {
+        bail!("--pad-kib applies to --mode save and --mode load only");
+    }
     let target = Target::new(&options)?;
     let tenant = options.tenant.unwrap_or_else(Uuid::new_v4);
     let id = options.state.unwrap_or_else(Uuid::new_v4);
@@ -128,7 +136,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
     match options.mode {
         Mode::Full => full_scenario(&target, &keys, tenant, id).await?,
         Mode::Save => {
-            let content = kept_content(id);
+            let content = kept_content(id, options.pad_kib);
             let now = OffsetDateTime::now_utc();
             step("save a state and keep it", || {
                 target.save(&keys, tenant, id, &content, now, Encryption::default())
@@ -136,7 +144,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
             .await?;
         }
         Mode::Load => {
-            let content = kept_content(id);
+            let content = kept_content(id, options.pad_kib);
             step("load the kept state and check its content", || {
                 target.expect_content(&keys, tenant, id, &content)
             })
@@ -147,9 +155,11 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The content `--mode save` writes and `--mode load` expects.
-fn kept_content(id: Uuid) -> String {
-    json!({"flow-store-simulate": "kept state", "id": id}).to_string()
+/// The content `--mode save` writes and `--mode load` expects: it names the
+/// state and carries `pad_kib` KiB of padding.
+fn kept_content(id: Uuid, pad_kib: usize) -> String {
+    let padding = "x".repeat(pad_kib * 1024);
+    json!({"flow-store-simulate": "kept state", "id": id, "padding": padding}).to_string()
 }
 
 async fn full_scenario(

@@ -193,3 +193,67 @@ fn simulate_fails_loudly_against_the_wrong_keys() {
     assert!(stdout.contains("FAIL  save a new state"), "{stdout}");
     drop(run);
 }
+
+/// `simulate --mode save|load --pad-kib N`: the large kept state the e2e
+/// test uses to reach sled's blob files comes back intact, a load that
+/// expects different padding fails, and the full scenario refuses the flag.
+#[test]
+fn simulate_keeps_a_padded_state_across_save_and_load() {
+    let cwd = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_flow-store");
+    let d = Deployment::new();
+    let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    let p = cwd.path().join("p.jwk");
+    let r = cwd.path().join("r.jwk");
+    std::fs::write(&p, jwk_json(&d.keys.platform)).unwrap();
+    std::fs::write(&r, jwk_json(&d.keys.receiver_public())).unwrap();
+    let ca = cwd.path().join("ca.pem");
+    std::fs::write(&ca, &d.cert.cert_pem).unwrap();
+    let url = format!("https://127.0.0.1:{}{BASE}", run.http.addr.port());
+    let (tenant, state) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let simulate = |extra: &[&str]| {
+        Command::new(bin)
+            .args([
+                "simulate", "--url", &url, "--tenant", &tenant, "--state", &state,
+            ])
+            .arg("--ca")
+            .arg(&ca)
+            .arg("--platform-key")
+            .arg(&p)
+            .arg("--receiver-key")
+            .arg(&r)
+            .args(extra)
+            .output()
+            .expect("run simulate")
+    };
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let saved = simulate(&["--mode", "save", "--pad-kib", "512"]);
+    assert!(saved.status.success(), "{}", text(&saved));
+    let loaded = simulate(&["--mode", "load", "--pad-kib", "512"]);
+    assert!(loaded.status.success(), "{}", text(&loaded));
+    let unpadded = simulate(&["--mode", "load"]);
+    assert!(!unpadded.status.success(), "{}", text(&unpadded));
+    assert!(
+        text(&unpadded).contains("differs from what was saved"),
+        "{}",
+        text(&unpadded)
+    );
+    let full = simulate(&["--pad-kib", "1"]);
+    assert!(!full.status.success(), "{}", text(&full));
+    assert!(
+        text(&full).contains("--pad-kib applies to --mode save and --mode load only"),
+        "{}",
+        text(&full)
+    );
+    drop(run);
+}
