@@ -17,7 +17,7 @@ pub mod error;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -73,6 +73,10 @@ pub struct Store {
     // save succeeds). `/health` reports the disk full while they are still
     // missing, so it agrees with what saves get.
     space_wanted: Arc<AtomicU64>,
+    // One health probe at a time: overlapping probes (`/health` polled by a
+    // load balancer while the watchdog checks) overwrite each other's
+    // stamp and would read back the wrong one.
+    health_probe: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +110,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             space_wanted: Arc::new(AtomicU64::new(0)),
+            health_probe: Arc::new(Mutex::new(())),
         };
         store.check_format()?;
         Ok(store)
@@ -299,6 +304,12 @@ impl Store {
                 return Err(StoreError::DiskFull);
             }
         }
+        // A poisoned lock only means another probe panicked; the unit value
+        // it guards cannot be left inconsistent.
+        let _probe = self
+            .health_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let stamp = now.unix_timestamp_nanos().to_be_bytes();
         self.meta
             .insert(HEALTH_KEY, &stamp)
@@ -364,6 +375,33 @@ mod tests {
     }
 
     const NOW: &str = "2026-01-01T00:00:00Z";
+
+    /// `/health` from a load balancer and the watchdog's check overlap; each
+    /// must read back its own probe, not fail on the other's.
+    #[test]
+    fn concurrent_health_checks_all_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let threads: Vec<_> = (0..8i64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..50i64)
+                        .map(|i| {
+                            let now = at(NOW) + time::Duration::nanoseconds(t * 1000 + i);
+                            store.health_check(now).map_err(|e| e.to_string())
+                        })
+                        .filter(Result::is_err)
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            failed, 0,
+            "{failed} of 400 overlapping health checks failed"
+        );
+    }
 
     #[test]
     fn newest_updated_at_wins() {
