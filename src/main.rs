@@ -21,8 +21,7 @@ fn main() -> ExitCode {
 /// https://<name>` resolves names (`serve` listens on a literal address and
 /// reads `/etc/passwd` and `/etc/group` itself), but the rule holds for the
 /// whole process: glibc's own `__nss_configure_lookup` (declared in
-/// `<nss.h>` for exactly this) replaces the configured sources with the
-/// built-in ones. `packaging/e2e.sh` checks no shared object gets opened.
+/// `<nss.h>`) replaces the configured sources with the built-in ones. `packaging/e2e.sh` checks no shared object gets opened.
 #[cfg(all(target_env = "gnu", target_feature = "crt-static"))]
 mod static_nss {
     use std::ffi::{c_char, c_int, CStr};

@@ -5,21 +5,11 @@
 //! abusive connections closed), never speeds. Parts that need root (tmpfs,
 //! `chattr`) skip loudly without it. The report is printed either way.
 
-use std::process::Command;
+mod common;
+
+use std::path::Path;
 
 #[test]
 fn fault_suite_quick_variant_passes() {
-    let output = Command::new(env!("CARGO_BIN_EXE_fault-tests"))
-        .arg("--quick")
-        .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_flow-store"))
-        .output()
-        .expect("running fault-tests");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "fault-tests --quick failed ({}); see the report above",
-        output.status
-    );
+    common::assert_fault_suite_passes(Path::new(env!("CARGO_BIN_EXE_flow-store")), &["--quick"]);
 }

@@ -11,6 +11,8 @@
 //! (`.ci/run` installs them). Elsewhere it says loudly that it was skipped.
 //! `FLOW_STORE_E2E=0` skips it on purpose (e.g. for a quick local run).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -71,16 +73,5 @@ fn static_binary_survives_concurrent_load(binary: &Path) {
         "packaging/e2e.sh left no static binary at {}",
         binary.display()
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_fault-tests"))
-        .args(["--quick", "--only", "memory,writers", "--binary"])
-        .arg(binary)
-        .output()
-        .expect("running fault-tests");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the static binary failed under concurrent load ({}); see the report above",
-        output.status
-    );
+    common::assert_fault_suite_passes(binary, &["--quick", "--only", "memory,writers"]);
 }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -171,20 +172,8 @@ fn simulate_fails_loudly_against_the_wrong_keys() {
     let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
     // Keys of a store this server does not know.
     let stranger = StoreKeys::generate();
-    let p = cwd.path().join("p.jwk");
-    let r = cwd.path().join("r.jwk");
-    std::fs::write(&p, jwk_json(&stranger.platform)).unwrap();
-    std::fs::write(&r, jwk_json(&stranger.receiver_public())).unwrap();
-    let ca = cwd.path().join("ca.pem");
-    std::fs::write(&ca, &d.cert.cert_pem).unwrap();
     let url = format!("https://localhost:{}{BASE}", run.http.addr.port());
-    let out = Command::new(bin)
-        .args(["simulate", "--url", &url, "--ca"])
-        .arg(&ca)
-        .arg("--platform-key")
-        .arg(&p)
-        .arg("--receiver-key")
-        .arg(&r)
+    let out = simulate_command(bin, cwd.path(), &url, &stranger, &d)
         .output()
         .expect("run simulate");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -203,28 +192,14 @@ fn simulate_keeps_a_padded_state_across_save_and_load() {
     let bin = env!("CARGO_BIN_EXE_flow-store");
     let d = Deployment::new();
     let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
-    let p = cwd.path().join("p.jwk");
-    let r = cwd.path().join("r.jwk");
-    std::fs::write(&p, jwk_json(&d.keys.platform)).unwrap();
-    std::fs::write(&r, jwk_json(&d.keys.receiver_public())).unwrap();
-    let ca = cwd.path().join("ca.pem");
-    std::fs::write(&ca, &d.cert.cert_pem).unwrap();
     let url = format!("https://127.0.0.1:{}{BASE}", run.http.addr.port());
     let (tenant, state) = (
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),
     );
     let simulate = |extra: &[&str]| {
-        Command::new(bin)
-            .args([
-                "simulate", "--url", &url, "--tenant", &tenant, "--state", &state,
-            ])
-            .arg("--ca")
-            .arg(&ca)
-            .arg("--platform-key")
-            .arg(&p)
-            .arg("--receiver-key")
-            .arg(&r)
+        simulate_command(bin, cwd.path(), &url, &d.keys, &d)
+            .args(["--tenant", &tenant, "--state", &state])
             .args(extra)
             .output()
             .expect("run simulate")
@@ -256,4 +231,24 @@ fn simulate_keeps_a_padded_state_across_save_and_load() {
         text(&full)
     );
     drop(run);
+}
+
+/// `flow-store simulate` against `url` as the platform of `keys`, trusting
+/// the deployment's certificate; the key and CA files go to `dir`.
+fn simulate_command(bin: &str, dir: &Path, url: &str, keys: &StoreKeys, d: &Deployment) -> Command {
+    let p = dir.join("p.jwk");
+    let r = dir.join("r.jwk");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&p, jwk_json(&keys.platform)).unwrap();
+    std::fs::write(&r, jwk_json(&keys.receiver_public())).unwrap();
+    std::fs::write(&ca, &d.cert.cert_pem).unwrap();
+    let mut command = Command::new(bin);
+    command
+        .args(["simulate", "--url", url, "--ca"])
+        .arg(ca)
+        .arg("--platform-key")
+        .arg(p)
+        .arg("--receiver-key")
+        .arg(r);
+    command
 }

@@ -1670,3 +1670,23 @@ pub fn deflate_bomb(prefix: &[u8], repeat_len: usize) -> Vec<u8> {
     }
     w.out
 }
+
+/// Runs `fault-tests ARGS --binary BINARY`, prints its report and asserts
+/// the suite's own verdict (it checks invariants, never speeds).
+pub fn assert_fault_suite_passes(binary: &Path, args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fault-tests"))
+        .args(args)
+        .arg("--binary")
+        .arg(binary)
+        .output()
+        .expect("running fault-tests");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "fault-tests {} failed against {} ({}); see the report above",
+        args.join(" "),
+        binary.display(),
+        output.status
+    );
+}
