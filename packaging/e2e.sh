@@ -517,24 +517,24 @@ printf '[Service]\nWatchdogSec=10s\n' >"$DROPIN_DIR/e2e-watchdog.conf"
 in_ct systemctl daemon-reload
 in_ct systemctl restart flow-store.service || { show_journal; die "restart with WatchdogSec=10s failed"; }
 wait_active 30
-BIG_STATE=$(cat /proc/sys/kernel/random/uuid)
+# big_state save|load STATE-ID: a 512 KiB state, above sled's blob threshold.
 big_state() {
-    timeout 120 "$HOST_BIN" simulate --mode "$1" --tenant "$KEPT_TENANT" --state "$BIG_STATE" \
+    timeout 120 "$HOST_BIN" simulate --mode "$1" --tenant "$KEPT_TENANT" --state "$2" \
         --pad-kib 512 --url "https://127.0.0.1:$PORT/api/storage/1" \
         --platform-key "$KEYS/platform.jwk" --receiver-key "$KEYS/receiver.jwk" \
         --ca "$TLS/ca.pem" >"$WORK/big.log" 2>&1
 }
 # The first large state creates the database's blobs/ directory.
-big_state save || { cat "$WORK/big.log" >&2; die "saving a 512 KiB state failed"; }
+BIG_STATE=$(cat /proc/sys/kernel/random/uuid)
+big_state save "$BIG_STATE" || { cat "$WORK/big.log" >&2; die "saving a 512 KiB state failed"; }
 BLOBS="$ROOT/var/lib/flow-store/blobs"
 if [ -d "$BLOBS" ] && chattr +i "$BLOBS" 2>/dev/null; then
     IMMUTABLE=$BLOBS
     old_pid=$(in_ct systemctl show -P MainPID flow-store.service)
     restarts=$(nrestarts)
     since=$(in_ct date '+%Y-%m-%d %H:%M:%S')
-    BIG_STATE_KEPT=$BIG_STATE
-    BIG_STATE=$(cat /proc/sys/kernel/random/uuid)
-    big_state save && die "a 512 KiB save succeeded although blobs/ is immutable"
+    big_state save "$(cat /proc/sys/kernel/random/uuid)" &&
+        die "a 512 KiB save succeeded although blobs/ is immutable"
     info "the save that needed a new blob file failed: $(grep -m1 -i 'fail' "$WORK/big.log")"
     deadline=$(($(date +%s) + 120))
     until [ "$(nrestarts)" != "$restarts" ]; do
@@ -553,8 +553,7 @@ if [ -d "$BLOBS" ] && chattr +i "$BLOBS" 2>/dev/null; then
     info "systemd's watchdog restarted flow-store (pid $old_pid -> $new_pid):"
     printf '%s\n' "$log" | grep -Ei 'no longer feeding|watchdog timeout|Scheduled restart' |
         head -n 4 | sed 's/^/    | /'
-    BIG_STATE=$BIG_STATE_KEPT
-    big_state load || { cat "$WORK/big.log" >&2; die "the 512 KiB state saved before the wedge is gone"; }
+    big_state load "$BIG_STATE" || { cat "$WORK/big.log" >&2; die "the 512 KiB state saved before the wedge is gone"; }
     kept_state load "after the watchdog restart"
     simulate
 else
