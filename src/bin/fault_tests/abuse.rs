@@ -243,6 +243,68 @@ const TRICKLE: &[u8] = b"GET /api/storage/1/health HTTP/1.1\r\nHost: localhost\r
 /// One slowloris connection: trickles until the server cuts it, then
 /// reconnects while `reconnect` holds. Counts itself in `open` while
 /// connected and in `cut` when cut. Aborting the task closes it.
+/// A crowd of [`trickler`] connections against one server.
+struct Tricklers {
+    open: Arc<AtomicUsize>,
+    cut: Arc<AtomicUsize>,
+    reconnect: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Tricklers {
+    /// Starts `count` tricklers that reconnect whenever the server cuts them.
+    fn start(bench: &Bench, server: &ServerProc, count: usize) -> Self {
+        let open = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let reconnect = Arc::new(AtomicBool::new(true));
+        let tasks = (0..count)
+            .map(|_| {
+                tokio::spawn(trickler(
+                    server.addr,
+                    bench.connector.clone(),
+                    Arc::clone(&open),
+                    Arc::clone(&cut),
+                    Arc::clone(&reconnect),
+                ))
+            })
+            .collect();
+        Self {
+            open,
+            cut,
+            reconnect,
+            tasks,
+        }
+    }
+
+    /// Connections held open right now.
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every trickler holds a connection, or `limit` passes
+    /// (some may never connect).
+    async fn ramp_up(&self, limit: Duration) {
+        let ramp = Instant::now();
+        while self.open() < self.tasks.len() && ramp.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A trickler the server cuts from now on stays gone.
+    fn stop_reconnecting(&self) {
+        self.reconnect.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops them all; returns how many connections the server cut.
+    fn stop(self) -> usize {
+        self.stop_reconnecting();
+        for task in self.tasks {
+            task.abort();
+        }
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
 async fn trickler(
     addr: std::net::SocketAddr,
     connector: tokio_rustls::TlsConnector,
@@ -335,30 +397,15 @@ async fn slowloris(
         }
     }
     report.baseline_ms = percentiles(&baseline);
-    let open = Arc::new(AtomicUsize::new(0));
-    let cut = Arc::new(AtomicUsize::new(0));
-    let reconnect = Arc::new(AtomicBool::new(true));
-    let mut tasks = Vec::new();
-    for _ in 0..plan.slowloris {
-        tasks.push(tokio::spawn(trickler(
-            server.addr,
-            bench.connector.clone(),
-            Arc::clone(&open),
-            Arc::clone(&cut),
-            Arc::clone(&reconnect),
-        )));
-    }
+    let tricklers = Tricklers::start(bench, server, plan.slowloris);
     // Let the connections pile up (bounded, in case some cannot connect).
-    let ramp = Instant::now();
-    while open.load(Ordering::SeqCst) < plan.slowloris && ramp.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tricklers.ramp_up(Duration::from_secs(20)).await;
     let mut attack = Vec::new();
     let (mut held_min, mut held_max) = (usize::MAX, 0);
     let started = Instant::now();
     let mut n = 1000;
     while started.elapsed() < plan.attack {
-        let held = open.load(Ordering::SeqCst);
+        let held = tricklers.open();
         held_min = held_min.min(held);
         held_max = held_max.max(held);
         n += 1;
@@ -368,15 +415,11 @@ async fn slowloris(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    reconnect.store(false, Ordering::SeqCst);
-    for task in tasks {
-        task.abort();
-    }
+    report.slowloris_cut = tricklers.stop();
     report.attack_requests = attack.len() + report.good_failures.len();
     report.attack_ms = percentiles(&attack);
     report.held_min = if held_min == usize::MAX { 0 } else { held_min };
     report.held_max = held_max;
-    report.slowloris_cut = cut.load(Ordering::SeqCst);
     Ok(())
 }
 
@@ -386,28 +429,11 @@ async fn max_connections(
     plan: AbusePlan,
     report: &mut AbuseReport,
 ) -> anyhow::Result<()> {
-    let open = Arc::new(AtomicUsize::new(0));
-    let cut = Arc::new(AtomicUsize::new(0));
-    let reconnect = Arc::new(AtomicBool::new(true));
-    let mut tasks = Vec::new();
-    for _ in 0..plan.max_connections {
-        tasks.push(tokio::spawn(trickler(
-            server.addr,
-            bench.connector.clone(),
-            Arc::clone(&open),
-            Arc::clone(&cut),
-            Arc::clone(&reconnect),
-        )));
-    }
-    let ramp = Instant::now();
-    while open.load(Ordering::SeqCst) < plan.max_connections
-        && ramp.elapsed() < Duration::from_secs(10)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tricklers = Tricklers::start(bench, server, plan.max_connections);
+    tricklers.ramp_up(Duration::from_secs(10)).await;
     // The tricklers hold every slot until the server cuts them; they do not
     // reconnect, so the slots then go to the waiting clients.
-    reconnect.store(false, Ordering::SeqCst);
+    tricklers.stop_reconnecting();
     let extra = 8;
     let tenant = Uuid::new_v4();
     let mut waiting = Vec::new();
@@ -429,9 +455,7 @@ async fn max_connections(
             report.longest_wait = report.longest_wait.max(took.as_secs_f64());
         }
     }
-    for task in tasks {
-        task.abort();
-    }
+    tricklers.stop();
     let mut client = bench.client(server.addr);
     report.responsive_after = good_request(bench, &mut client, tenant, 100).await.is_ok();
     Ok(())
