@@ -69,7 +69,7 @@ fn main() {
     let sim =
         PlatformKeys::from_json(&platform.to_string(), &public(&receiver)).expect("platform keys");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path()).expect("store");
+    let store = Store::open(dir.path(), flow_store::config::DEFAULT_CACHE_BYTES).expect("store");
     let service = Arc::new(Service::new(
         store,
         ring,

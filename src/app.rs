@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::auth::BasicCredentials;
-use crate::http::HttpContext;
+use crate::http::StorageApi;
 use crate::keys::KeyRing;
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{self, ServerOptions};
@@ -57,11 +57,10 @@ impl App {
             None
         };
         let basic = load_basic_credentials(config)?;
-        let store =
-            Store::open_with_cache(&config.storage.path, config.storage.cache_capacity_bytes)
-                .with_context(|| {
-                    format!("opening the database at {}", config.storage.path.display())
-                })?;
+        let store = Store::open(&config.storage.path, config.storage.cache_capacity_bytes)
+            .with_context(|| {
+                format!("opening the database at {}", config.storage.path.display())
+            })?;
         let service = Service::new(
             store,
             keys,
@@ -112,7 +111,7 @@ impl App {
             )),
             None => None,
         };
-        let ctx = Arc::new(HttpContext {
+        let api = Arc::new(StorageApi {
             service: Arc::clone(&service),
             base_path: config.server.base_path.clone(),
             max_body_bytes: config.server.max_body_bytes,
@@ -156,7 +155,7 @@ impl App {
             service.keys().store_count()
         );
         crate::notify::ready();
-        server::run(listener, tls, ctx, options, shutdown).await;
+        server::run(listener, tls, api, options, shutdown).await;
         crate::notify::stopping();
         let _ = stop_tx.send(true);
         let _ = sweeper.await;

@@ -6,6 +6,15 @@
 //! against the file's own directory; [`Config::validate`] checks every rule
 //! and names the offending key. Components then receive plain structs.
 //!
+//! Writing goes the other way through one door: [`Config::to_toml`] renders
+//! any configuration as a file `load` reads back to the same settings.
+//! Dev mode and every test harness build a [`Config`] (usually from
+//! [`Config::local`]) and write it with `to_toml`; nobody hand-writes config
+//! text but the two shipped files, which a test holds to this schema.
+//!
+//! This module imports nothing else of the crate: it is the bottom layer
+//! that every component's settings come from.
+//!
 //! Operators migrating from Boomi's Java reference store may keep its
 //! `PLATFORM_KEY`/`RECEIVER_KEY` (and `…_<kid>`) variables: each pair
 //! becomes one more store with inline keys.
@@ -25,6 +34,11 @@ pub const CONFIG_ENV: &str = "FLOW_STORE_CONFIG";
 
 /// Prefix of environment variables that override file settings.
 pub const ENV_PREFIX: &str = "FLOW_STORE_";
+
+/// `storage.cache_capacity_bytes` by default. sled's own default (1 GiB)
+/// lets a burst of large states keep hundreds of MiB resident long after
+/// the burst.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The whole configuration, as the file spells it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -126,7 +140,7 @@ impl Default for StorageSettings {
         Self {
             path: "data".into(),
             sweep_interval_seconds: 300,
-            cache_capacity_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            cache_capacity_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -264,6 +278,44 @@ impl Config {
             .map_err(|e| ConfigError::Parse(describe_figment_error(e)))
     }
 
+    /// A configuration for one store laid out in a directory the way
+    /// `serve --dev` and the test harnesses lay it out, with paths relative
+    /// to the config file: `tls/cert.pem` and `tls/key.pem`, the store's
+    /// keys in `keys/platform.jwk` and `keys/receiver.jwk`, the database in
+    /// `data/`. Everything else has its default.
+    pub fn local(listen: &str, store_name: &str) -> Config {
+        let mut config = Config::default();
+        config.server.listen = listen.to_string();
+        config.stores.push(StoreEntry {
+            name: store_name.to_string(),
+            platform_key: KeySource::File("keys/platform.jwk".into()),
+            receiver_key: KeySource::File("keys/receiver.jwk".into()),
+        });
+        config
+    }
+
+    /// The configuration as a TOML file, every key spelled out, that
+    /// [`Config::load`] reads back to the same settings (paths stay as they
+    /// are: relative ones resolve against the file's directory when loaded).
+    /// Keys given inline (from the environment) have no file form and are
+    /// refused.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let inline = self.stores.iter().find(|store| {
+            [&store.platform_key, &store.receiver_key]
+                .iter()
+                .any(|source| matches!(source, KeySource::Inline(_)))
+        });
+        if let Some(store) = inline {
+            return Err(ConfigError::Invalid(format!(
+                "store {:?} has an inline key, which a configuration file cannot hold; \
+                 write the JWK to a file and name the file",
+                store.name
+            )));
+        }
+        toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot be written as TOML: {e}")))
+    }
+
     /// Makes every relative path absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
@@ -286,8 +338,16 @@ impl Config {
         }
     }
 
-    /// Checks every rule that a type cannot express; each message names its key.
+    /// Checks every rule that a type cannot express, and that at least one
+    /// store is configured; each message names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_settings()?;
+        self.require_stores()
+    }
+
+    /// Checks every rule that a type cannot express, stores aside (a shipped
+    /// template has none until keys are imported); each message names its key.
+    pub fn validate_settings(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.listen_addr().is_err() {
             return invalid(format!(
@@ -348,12 +408,17 @@ impl Config {
                 self.log.level
             ));
         }
+        Ok(())
+    }
+
+    /// Fails when no store is configured: the store could serve no one.
+    pub fn require_stores(&self) -> Result<(), ConfigError> {
         if self.stores.is_empty() {
-            return invalid(
+            return Err(ConfigError::Invalid(
                 "no [[stores]] are configured: import the keys the platform gave you with \
                  `flow-store keys import`, or add a [[stores]] table"
                     .into(),
-            );
+            ));
         }
         Ok(())
     }
@@ -516,6 +581,34 @@ receiver_key = "/abs/r.jwk"
         expected.resolve_paths(path.parent().unwrap());
         cfg.source_path = None;
         assert_eq!(cfg, expected);
+    }
+
+    #[test]
+    fn written_configs_read_back_the_same() {
+        let mut config = Config::local("127.0.0.1:0", "round trip");
+        config.auth.basic_username = Some("flow".into());
+        config.auth.basic_password_file = Some("secret.txt".into());
+        config.storage.sweep_interval_seconds = 7;
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), config);
+        config.validate().unwrap();
+        assert_eq!(
+            Config::from_toml_str(&Config::default().to_toml().unwrap()).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn inline_keys_are_not_written_to_a_file() {
+        let mut config = Config::default();
+        config.stores.push(StoreEntry {
+            name: "from the environment".into(),
+            platform_key: KeySource::Inline("{\"kty\":\"EC\"}".into()),
+            receiver_key: KeySource::File("r.jwk".into()),
+        });
+        let err = config.to_toml().unwrap_err().to_string();
+        assert!(err.contains("inline key"), "{err}");
+        assert!(!err.contains("kty"), "{err}");
     }
 
     #[test]

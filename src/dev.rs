@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::config::Config;
 use crate::keys::generate_p384_jwk;
 use crate::server::tls::self_signed_localhost;
 use crate::simulate::DevTarget;
@@ -18,29 +19,20 @@ use crate::simulate::DevTarget;
 /// The directory dev mode works in, relative to the current directory.
 pub const DEV_DIR: &str = "flow-store-dev";
 
-const DEV_CONFIG: &str = r#"# flow-store DEVELOPMENT configuration, written by `flow-store serve --dev`.
+const DEV_CONFIG_HEADER: &str = "\
+# flow-store DEVELOPMENT configuration, written by `flow-store serve --dev`.
 # Throwaway keys and a self-signed certificate: never use these in production.
-[server]
-listen = "127.0.0.1:8443"
-base_path = "/api/storage/1"
+# Every key is spelled out with its value; see config.example.toml for what each does.
 
-[tls]
-enabled = true
-cert = "tls/cert.pem"
-key = "tls/key.pem"
+";
 
-[storage]
-path = "data"
-sweep_interval_seconds = 60
-
-[log]
-level = "info"
-
-[[stores]]
-name = "Development store"
-platform_key = "keys/platform.jwk"
-receiver_key = "keys/receiver.jwk"
-"#;
+/// The dev store's configuration file: [`Config::local`] on the default
+/// port, sweeping every minute so that expiry is visible while trying it.
+fn dev_config() -> anyhow::Result<String> {
+    let mut config = Config::local("127.0.0.1:8443", "Development store");
+    config.storage.sweep_interval_seconds = 60;
+    Ok(format!("{DEV_CONFIG_HEADER}{}", config.to_toml()?))
+}
 
 /// Creates whatever is missing under `dir`, prints what it did, and returns
 /// the config file's path.
@@ -56,7 +48,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<PathBuf> {
     eprintln!(" Never point the Boomi platform at this instance.");
     eprintln!("==================================================================");
     let config = abs.join("config.toml");
-    create_if_missing(&config, 0o644, || Ok(DEV_CONFIG.to_string()))?;
+    create_if_missing(&config, 0o644, dev_config)?;
     let cert_path = abs.join("tls/cert.pem");
     if !cert_path.exists() {
         let (cert, key) = self_signed_localhost().context("generating the dev certificate")?;

@@ -13,7 +13,21 @@
 //! Around that path: [`config`] loads and validates settings, [`keys`] holds
 //! every store's JWKs by kid, [`clock`] makes "now" injectable, [`app`]
 //! assembles everything, and [`dev`], [`platform`] and [`simulate`] let a
-//! newcomer or an operator play the platform against a running store.
+//! newcomer or an operator play the platform against a running store, over
+//! the one HTTPS [`client`].
+//!
+//! Layers, bottom up; a module imports only from layers below its own:
+//!
+//! 1. [`model`], [`clock`], [`config`], [`notify`], [`logging`]: plain
+//!    types, settings and process plumbing.
+//! 2. [`keys`], [`crypto`], [`store`]: JOSE and storage; no HTTP.
+//! 3. [`service`]: the use cases over crypto and store; no HTTP.
+//! 4. [`server`]: accept loop, TLS, timeouts and drain for any
+//!    [`server::Handler`]; knows no route.
+//! 5. [`http`]: the storage API, the handler the platform talks to.
+//! 6. [`app`]: configuration in, running listeners out.
+//! 7. [`client`], [`platform`], [`simulate`], [`dev`], [`admin`], [`cli`]:
+//!    the commands and the tools around the server.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,6 +35,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod crypto;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::crypto::request::RequestTarget;
 use crate::crypto::{self, SignatureError, StateTokenOpener, TokenError};
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, KeyRole};
 use crate::store::{SaveOutcome, Store, StoreError};
 
 /// Why a use case failed.
@@ -30,12 +30,9 @@ pub enum ServiceError {
     /// Building the reply token failed.
     #[error(transparent)]
     Seal(TokenError),
-    /// A key-ID header names a key the store does not hold.
-    #[error("{header} names a key this store does not hold")]
-    UnknownKeyId {
-        /// The header's name.
-        header: &'static str,
-    },
+    /// The request names a key (by its id) that the store does not hold.
+    #[error("the request names a {0} this store does not hold")]
+    UnknownKey(KeyRole),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -44,19 +41,14 @@ pub enum ServiceError {
     Internal(String),
 }
 
-/// The platform key and receiver key a request names.
+/// The platform key and receiver key a request names (by kid).
 #[derive(Debug, Clone)]
 pub struct KeyIds {
-    /// `X-ManyWho-Platform-Key-ID`.
+    /// The platform key the reply must be encrypted to.
     pub platform: String,
-    /// `X-ManyWho-Receiver-Key-ID`.
+    /// The receiver key the reply must be signed with.
     pub receiver: String,
 }
-
-/// Header names, for messages.
-pub const PLATFORM_KEY_HEADER: &str = "X-ManyWho-Platform-Key-ID";
-/// Header names, for messages.
-pub const RECEIVER_KEY_HEADER: &str = "X-ManyWho-Receiver-Key-ID";
 
 /// A request that passed authentication.
 #[derive(Debug, Clone)]
@@ -154,14 +146,10 @@ impl Service {
         let target = RequestTarget { tenant, path };
         crypto::verify_request_signature(signature, &keys, target, self.now(), self.skew_seconds)?;
         if keys.platform(&key_ids.platform).is_none() {
-            return Err(ServiceError::UnknownKeyId {
-                header: PLATFORM_KEY_HEADER,
-            });
+            return Err(ServiceError::UnknownKey(KeyRole::Platform));
         }
         if keys.receiver(&key_ids.receiver).is_none() {
-            return Err(ServiceError::UnknownKeyId {
-                header: RECEIVER_KEY_HEADER,
-            });
+            return Err(ServiceError::UnknownKey(KeyRole::Receiver));
         }
         Ok(Authenticated { tenant, key_ids })
     }
@@ -204,14 +192,10 @@ impl Service {
         let keys = self.keys();
         let receiver = keys
             .receiver(&auth.key_ids.receiver)
-            .ok_or(ServiceError::UnknownKeyId {
-                header: RECEIVER_KEY_HEADER,
-            })?;
+            .ok_or(ServiceError::UnknownKey(KeyRole::Receiver))?;
         let platform = keys
             .platform(&auth.key_ids.platform)
-            .ok_or(ServiceError::UnknownKeyId {
-                header: PLATFORM_KEY_HEADER,
-            })?;
+            .ok_or(ServiceError::UnknownKey(KeyRole::Platform))?;
         crypto::seal_state_token(&state.content, tenant, id, receiver, platform, now)
             .map(Some)
             .map_err(ServiceError::Seal)

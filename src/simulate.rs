@@ -3,19 +3,18 @@
 //! and every reply token, printing each step, stopping at the first failure.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::client::{Client, ClientOptions, Reply, Trust};
+use crate::http::auth::{PLATFORM_KEY_HEADER, RECEIVER_KEY_HEADER, SIGNATURE_HEADER};
 use crate::platform::{Encryption, PlatformKeys};
 
 /// What to simulate against.
@@ -98,17 +97,9 @@ impl SimulateOptions {
 }
 
 struct Target {
-    scheme_https: bool,
-    host: String,
-    port: u16,
+    client: Client,
     base_path: String,
-    tls: Option<tokio_rustls::TlsConnector>,
     basic: Option<String>,
-}
-
-struct Reply {
-    status: StatusCode,
-    body: Bytes,
 }
 
 /// Runs the whole scenario; `Ok` only if every step passed.
@@ -260,28 +251,15 @@ fn expect_status(reply: &Reply, expected: StatusCode) -> anyhow::Result<()> {
 impl Target {
     fn new(options: &SimulateOptions) -> anyhow::Result<Self> {
         let uri: hyper::Uri = options.url.parse().context("--url is not a URL")?;
-        let scheme_https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => bail!("--url must start with https:// (or http:// for a store with TLS disabled)"),
+        let trust = match (&options.ca, options.insecure) {
+            (_, true) => Trust::Insecure,
+            (Some(ca), false) => Trust::pem_file(ca).context("--ca")?,
+            (None, false) => Trust::System,
         };
-        let host = uri
-            .host()
-            .context("--url has no host")?
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme_https { 443 } else { 80 });
-        let tls = scheme_https
-            .then(|| tls_connector(options.ca.as_deref(), options.insecure))
-            .transpose()?;
+        let client = Client::new(&options.url, ClientOptions::new(trust)).context("--url")?;
         Ok(Self {
-            scheme_https,
-            host,
-            port,
+            client,
             base_path: uri.path().trim_end_matches('/').to_string(),
-            tls,
             basic: options.basic.clone(),
         })
     }
@@ -351,24 +329,16 @@ impl Target {
         signed: Option<(&PlatformKeys, Uuid)>,
     ) -> anyhow::Result<Reply> {
         let full_path = format!("{}{path}", self.base_path);
-        let authority = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(&full_path)
-            .header("host", authority);
+        let mut request = Request::builder().method(method).uri(&full_path);
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
         if let Some((keys, tenant)) = signed {
             request = request
-                .header("X-ManyWho-Platform-Key-ID", keys.platform_kid())
-                .header("X-ManyWho-Receiver-Key-ID", keys.receiver_kid())
+                .header(PLATFORM_KEY_HEADER, keys.platform_kid())
+                .header(RECEIVER_KEY_HEADER, keys.receiver_kid())
                 .header(
-                    "X-ManyWho-Signature",
+                    SIGNATURE_HEADER,
                     keys.request_signature(tenant, &full_path, OffsetDateTime::now_utc())?,
                 );
         }
@@ -378,124 +348,9 @@ impl Target {
             request = request.header("authorization", format!("Basic {encoded}"));
         }
         let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+        self.client
+            .send(request)
             .await
-            .with_context(|| format!("connecting to {}:{}", self.host, self.port))?;
-        let response = match (&self.tls, self.scheme_https) {
-            (Some(connector), true) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .context("the URL's host is not a valid TLS name")?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .context("TLS handshake")?;
-                exchange(TokioIo::new(stream), request).await?
-            }
-            _ => exchange(TokioIo::new(tcp), request).await?,
-        };
-        Ok(response)
-    }
-}
-
-async fn exchange<I>(io: I, request: Request<Full<Bytes>>) -> anyhow::Result<Reply>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let response = sender
-        .send_request(request)
-        .await
-        .context("sending the request")?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("reading the response")?
-        .to_bytes();
-    Ok(Reply { status, body })
-}
-
-fn tls_connector(ca: Option<&Path>, insecure: bool) -> anyhow::Result<tokio_rustls::TlsConnector> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()?;
-    let config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca {
-            Some(path) => {
-                let file = std::fs::File::open(path)
-                    .with_context(|| format!("opening --ca {}", path.display()))?;
-                for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(file)) {
-                    roots.add(cert.with_context(|| format!("reading {}", path.display()))?)?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// `--insecure`: accepts any server certificate (signatures are still checked).
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+            .with_context(|| format!("{}{full_path}", self.client.origin()))
     }
 }

@@ -3,11 +3,9 @@
 //! not, cty JWT or absent) saves and loads back; anything else is 400; the
 //! inflate step has a hard cap.
 
-mod common;
-
+use crate::common::{deflate_bomb, p256_jwk, uuid, Server, TokenOpts};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{deflate_bomb, p256_jwk, uuid, Server, TokenOpts};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +31,7 @@ async fn every_accepted_combination_round_trips() {
                         &server.claims(&t, &id, &content, "2024-01-01T00:00:00Z"),
                         &opts,
                     );
-                    let header = common::compact_header(&token);
+                    let header = crate::common::compact_header(&token);
                     assert_eq!(header["alg"], alg);
                     assert_eq!(header.contains_key("zip"), zip);
                     let resp = server.save(&t, &[token]).await;
@@ -207,14 +205,14 @@ async fn other_algorithms_and_headers_are_400() {
         server.token_with(
             &claims,
             &TokenOpts {
-                encrypt_to: Some(common::public_jwk(&p256)),
+                encrypt_to: Some(crate::common::public_jwk(&p256)),
                 ..base.clone()
             },
         ),
     ));
     // The ephemeral public key moved off the curve.
     let good = server.token(&claims);
-    let mut header = serde_json::Value::Object(common::compact_header(&good));
+    let mut header = serde_json::Value::Object(crate::common::compact_header(&good));
     let x = header["epk"]["x"].as_str().unwrap().to_string();
     let mut x_bytes = URL_SAFE_NO_PAD.decode(&x).unwrap();
     let last = x_bytes.len() - 1;
@@ -222,24 +220,27 @@ async fn other_algorithms_and_headers_are_400() {
     header["epk"]["x"] = json!(URL_SAFE_NO_PAD.encode(&x_bytes));
     cases.push((
         "ephemeral point not on P-384",
-        common::with_header(&good, &header),
+        crate::common::with_header(&good, &header),
     ));
     // The header's alg rewritten after encryption (tag no longer verifies).
-    let mut header = serde_json::Value::Object(common::compact_header(&good));
+    let mut header = serde_json::Value::Object(crate::common::compact_header(&good));
     header["alg"] = json!("ECDH-ES+A256KW");
     cases.push((
         "alg rewritten to A256KW",
-        common::with_header(&good, &header),
+        crate::common::with_header(&good, &header),
     ));
-    let mut header = serde_json::Value::Object(common::compact_header(&good));
+    let mut header = serde_json::Value::Object(crate::common::compact_header(&good));
     header["alg"] = json!("RSA-OAEP-256");
-    cases.push(("alg RSA-OAEP-256", common::with_header(&good, &header)));
-    let mut header = serde_json::Value::Object(common::compact_header(&good));
+    cases.push((
+        "alg RSA-OAEP-256",
+        crate::common::with_header(&good, &header),
+    ));
+    let mut header = serde_json::Value::Object(crate::common::compact_header(&good));
     header["alg"] = json!("dir");
-    cases.push(("alg dir", common::with_header(&good, &header)));
-    let mut header = serde_json::Value::Object(common::compact_header(&good));
+    cases.push(("alg dir", crate::common::with_header(&good, &header)));
+    let mut header = serde_json::Value::Object(crate::common::compact_header(&good));
     header["enc"] = json!("none");
-    cases.push(("enc none", common::with_header(&good, &header)));
+    cases.push(("enc none", crate::common::with_header(&good, &header)));
 
     for (name, token) in cases {
         let resp = server.save(&t, &[token]).await;

@@ -2,9 +2,7 @@
 //! the `X-ManyWho-Signature` JWS (401 for every failure the contract lists,
 //! with nothing stored, returned or deleted), and optional Basic auth.
 
-mod common;
-
-use common::{p256_jwk, p384_jwk, uuid, Platform, Req, Resp, Server, Setup, BASE};
+use crate::common::{p256_jwk, p384_jwk, uuid, Platform, Req, Resp, Server, Setup, BASE};
 use josekit::jws;
 use serde_json::{json, Value};
 
@@ -53,7 +51,7 @@ async fn missing_or_empty_key_id_headers_are_400_on_every_endpoint() {
         server.signed("GET", &server.state_path(&t, &id), &t),
         server
             .signed("POST", &server.states_path(&t), &t)
-            .body(common::save_body(&[token])),
+            .body(crate::common::save_body(&[token])),
         server
             .signed("DELETE", &server.states_path(&t), &t)
             .json(&json!([id])),
@@ -115,7 +113,7 @@ fn bad_signatures(server: &Server, t: &str, id: &str) -> Vec<(String, String)> {
         "alg NONE with a signature part",
         hand_jws(&json!({"alg": "NONE", "kid": pk}), &good, b"x"),
     );
-    let public_text = common::jwk_json(&server.keys().platform_public());
+    let public_text = crate::common::jwk_json(&server.keys().platform_public());
     let hs = jws::HS384
         .signer_from_bytes(public_text.as_bytes())
         .unwrap();
@@ -163,7 +161,10 @@ fn bad_signatures(server: &Server, t: &str, id: &str) -> Vec<(String, String)> {
         ),
     );
     let sig = server.platform.sign_claims(&good);
-    add("signature tampered", common::tamper_last_segment(&sig));
+    add(
+        "signature tampered",
+        crate::common::tamper_last_segment(&sig),
+    );
     let mut forged = good.clone();
     forged["exp"] = json!(now + 200);
     let parts: Vec<&str> = sig.split('.').collect();
@@ -280,7 +281,7 @@ async fn bad_signature_on_save_stores_nothing() {
         let req = server
             .with_sig("POST", &path, &sig)
             .header("content-type", "application/json")
-            .body(common::save_body(std::slice::from_ref(&token)));
+            .body(crate::common::save_body(std::slice::from_ref(&token)));
         let resp = server.send(req).await;
         assert_eq!(resp.status, 401, "{name}: {}", resp.text());
         resp.expect_error(401).expect_no_echo(&[&token]);
@@ -290,7 +291,7 @@ async fn bad_signature_on_save_stores_nothing() {
             server
                 .signed("POST", &path, &t)
                 .without("X-ManyWho-Signature")
-                .body(common::save_body(std::slice::from_ref(&token))),
+                .body(crate::common::save_body(std::slice::from_ref(&token))),
         )
         .await;
     resp.expect_error(401);
@@ -407,7 +408,7 @@ async fn basic_auth_when_configured_guards_every_endpoint() {
     let save = server
         .signed("POST", &server.states_path(&t), &t)
         .header("content-type", "application/json")
-        .body(common::save_body(&[token]));
+        .body(crate::common::save_body(&[token]));
     let load = server.signed("GET", &server.state_path(&t, &id), &t);
     let delete = server
         .signed("DELETE", &server.states_path(&t), &t)

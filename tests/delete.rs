@@ -1,9 +1,7 @@
 //! `DELETE {base}/states/{tenant}`: removes each (tenant, id), ignores ids
 //! that do not exist, 204; malformed bodies 400.
 
-mod common;
-
-use common::{uuid, Server};
+use crate::common::{uuid, Server};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,7 @@
 //! `expiresAt`: a state whose instant has passed answers 404; "" and null
 //! mean never. Time moves with the server's ManualClock, not with sleeps.
 
-mod common;
-
-use common::{rfc3339, rfc3339_offset, uuid, Server};
+use crate::common::{rfc3339, rfc3339_offset, uuid, Server};
 use serde_json::{json, Value};
 
 async fn save_expiring(server: &Server, t: &str, id: &str, content: &str, expires_at: Value) {

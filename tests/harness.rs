@@ -2,11 +2,9 @@
 //! contract describes, independently of the server. If one of these fails,
 //! the other suites' verdicts cannot be trusted.
 
-mod common;
-
 use std::io::Read;
 
-use common::{
+use crate::common::{
     compact_header, deflate_bomb, state_claims, uuid, Platform, StoreKeys, TokenOpts, T0,
 };
 use josekit::jwe::{self, JweContext};

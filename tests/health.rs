@@ -1,8 +1,6 @@
 //! `GET {base}/health`: open to anyone, JSON, over HTTP/1.1 and HTTP/2.
 
-mod common;
-
-use common::{Req, Server, Setup, BASE};
+use crate::common::{Req, Server, Setup, BASE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_200_json_without_any_auth() {
@@ -56,12 +54,12 @@ async fn health_over_http2_by_alpn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_and_load_over_http2() {
     let server = Server::start().await;
-    let (t, id) = (common::uuid(), common::uuid());
+    let (t, id) = (crate::common::uuid(), crate::common::uuid());
     let token = server.token(&server.claims(&t, &id, r#"{"h2":true}"#, "2024-01-01T00:00:00Z"));
     let req = server
         .signed("POST", &server.states_path(&t), &t)
         .header("content-type", "application/json")
-        .body(common::save_body(&[token]));
+        .body(crate::common::save_body(&[token]));
     server.http.send_h2(req).await.expect_status(204);
     let path = server.state_path(&t, &id);
     let resp = server.http.send_h2(server.signed("GET", &path, &t)).await;

@@ -4,11 +4,9 @@
 //! down nor starves other clients. Uses the `h2` crate directly, because a
 //! well-behaved client library will not misbehave on request.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 async fn h2_client(
     server: &Server,

@@ -3,11 +3,9 @@
 //! Every case is checked against the real server "as of" the file's `now`
 //! (a ManualClock), with the vector's keys as the store's keys.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{state_claims, uuid, Platform, Server, Setup, StoreKeys, TokenOpts};
+use crate::common::{state_claims, uuid, Platform, Server, Setup, StoreKeys, TokenOpts};
 use josekit::jwe::{self, JweContext};
 use josekit::jwk::Jwk;
 use josekit::jws;
@@ -65,7 +63,7 @@ fn load() -> Option<Vectors> {
 /// A fresh server for one case: the vector's clock and keys (the store gets
 /// the public platform key and the private receiver key, as in production).
 async fn server_for(v: &Vectors) -> Server {
-    assert_eq!(v.base, common::BASE, "vectors use another base path");
+    assert_eq!(v.base, crate::common::BASE, "vectors use another base path");
     let server = Setup {
         now: v.now,
         stores: vec![v.keys.clone()],
@@ -115,7 +113,7 @@ async fn request_signature_vectors() {
             let req = server
                 .with_sig("POST", path, sig)
                 .header("content-type", "application/json")
-                .body(common::save_body(&[token]));
+                .body(crate::common::save_body(&[token]));
             server.send(req).await
         } else {
             server.send(server.with_sig("GET", path, sig)).await
@@ -151,7 +149,7 @@ async fn request_signature_vectors() {
 /// Open a vector token with the store's keys, here in the test, to check
 /// that the file and this harness agree before blaming the server.
 fn open_vector_token(v: &Vectors, token: &str) -> Value {
-    let header = common::compact_header(token);
+    let header = crate::common::compact_header(token);
     let decrypter: Box<dyn jwe::JweDecrypter> = match header["alg"].as_str().unwrap() {
         "ECDH-ES+A192KW" => Box::new(
             jwe::ECDH_ES_A192KW

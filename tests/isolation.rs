@@ -3,9 +3,7 @@
 //! state — the weakness of the Java reference store that this one must not
 //! repeat.
 
-mod common;
-
-use common::{uuid, Server};
+use crate::common::{uuid, Server};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

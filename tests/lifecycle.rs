@@ -4,11 +4,9 @@
 //! start when the port is taken, the certificate or key is unreadable or
 //! mismatched, or the database is locked by another flow-store.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{raw_head, save_body, uuid, Deployment, RawConn, Server, Setup, TestCert};
+use crate::common::{raw_head, save_body, uuid, Deployment, RawConn, Server, Setup, TestCert};
 
 // ---------------------------------------------------------------- in-process
 
@@ -154,7 +152,7 @@ async fn a_204_is_durable_even_if_the_process_is_killed() {
     run.terminate().await;
 }
 
-async fn kill(run: &mut common::Running) {
+async fn kill(run: &mut crate::common::Running) {
     run.signal("KILL");
     run.wait_exit(Duration::from_secs(10)).await;
 }
@@ -178,7 +176,7 @@ async fn binary_sigterm_completes_an_in_flight_request() {
     run.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        run.child.try_wait().unwrap().is_none(),
+        run.is_running(),
         "exited with a request in flight; stderr:\n{}",
         run.stderr_text()
     );
@@ -205,7 +203,7 @@ async fn binary_refuses_a_port_that_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let d = Deployment::new();
-    d.write_config(&addr.to_string(), "");
+    d.configure(|c| c.server.listen = addr.to_string());
     let failed = match d.spawn() {
         Ok(run) => panic!("started on a taken port; stderr:\n{}", run.stderr_text()),
         Err(f) => f,

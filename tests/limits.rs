@@ -2,9 +2,7 @@
 //! whether its length is declared or chunked; a body of exactly the limit
 //! is served; nothing of a refused request is stored.
 
-mod common;
-
-use common::{raw_head, save_body, uuid, RawConn, Server, Setup};
+use crate::common::{raw_head, save_body, uuid, RawConn, Server, Setup};
 use serde_json::json;
 
 const LIMIT: u64 = 4096;

@@ -4,9 +4,7 @@
 //! zip DEF / kid = platform kid; inner ES384, kid = receiver kid, iss
 //! tenant, aud manywho, sub id, iat now, nbf now-120, exp now+600, jti).
 
-mod common;
-
-use common::{uuid, Server, Setup, StoreKeys};
+use crate::common::{uuid, Server, Setup, StoreKeys};
 use serde_json::Value;
 
 const CONTENT: &str = r#"{"hello":"wörld"}"#;
@@ -60,7 +58,7 @@ async fn reply_times_follow_the_store_clock() {
         .await;
     server.advance(12_345);
     let loaded = server.load_ok(&t, &id).await;
-    assert_eq!(loaded.claims["iat"], common::T0 + 12_345);
+    assert_eq!(loaded.claims["iat"], crate::common::T0 + 12_345);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +129,7 @@ async fn one_process_serves_several_stores() {
     // opens and verifies.
     let mixed = b.platform.state_token(
         &b.claims(&tb, &uuid(), "{}", "2024-01-01T00:00:00Z"),
-        &common::TokenOpts {
+        &crate::common::TokenOpts {
             sign_with: Some(a.keys().platform.clone()),
             ..Default::default()
         },

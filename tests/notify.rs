@@ -3,13 +3,11 @@
 //! `WatchdogSec=`), RELOADING=1 with MONOTONIC_USEC on SIGHUP, STOPPING=1 on
 //! shutdown. A Unix datagram socket plays systemd's `NOTIFY_SOCKET`.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn receive_until(socket: &UnixDatagram, seen: &mut Vec<String>, wanted: &str, limit: Duration) {
     let deadline = Instant::now() + limit;

@@ -2,22 +2,20 @@
 //! re-read without dropping open connections; a broken file keeps the old
 //! ones and says why. Also `serve --dev` + `simulate --dev` end to end.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Waits until the server's stderr contains `needle`.
 async fn wait_for_log(run: &Running, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !run.stderr.lock().unwrap().contains(needle) {
+    while !run.stderr_text().contains(needle) {
         assert!(
             Instant::now() < deadline,
             "no {needle:?} in the log within 20 s:\n{}",
-            run.stderr.lock().unwrap()
+            run.stderr_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -84,7 +82,7 @@ async fn sighup_with_a_broken_key_keeps_the_old_keys() {
         .await;
     assert_eq!(run.content(&t, &id).await, "\"still served\"");
     // No key material in the log line that explains the refusal.
-    let log = run.stderr.lock().unwrap().clone();
+    let log = run.stderr_text();
     let d_value = run
         .keys()
         .receiver

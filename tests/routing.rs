@@ -1,9 +1,7 @@
 //! Routing: unknown routes are 404, known routes with another method 405,
 //! both with the contract's JSON error body and never a 500.
 
-mod common;
-
-use common::{uuid, Req, Server, BASE};
+use crate::common::{uuid, Req, Server, BASE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404() {

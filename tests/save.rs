@@ -3,9 +3,7 @@
 //! all-or-nothing batches, last writer wins by `updatedAt` instant, and
 //! content kept byte for byte.
 
-mod common;
-
-use common::{p256_jwk, p384_jwk, uuid, Client, Platform, Server, TokenOpts};
+use crate::common::{p256_jwk, p384_jwk, uuid, Client, Platform, Server, TokenOpts};
 use josekit::jws;
 use serde_json::{json, Value};
 
@@ -49,12 +47,12 @@ fn bad_tokens(server: &Client, t: &str, id: &str) -> Vec<(&'static str, u16, Str
         (
             "authentication tag tampered",
             400,
-            common::tamper_last_segment(&server.token(&c)),
+            crate::common::tamper_last_segment(&server.token(&c)),
         ),
         (
             "ciphertext tampered",
             400,
-            common::tamper_ciphertext(&server.token(&c)),
+            crate::common::tamper_ciphertext(&server.token(&c)),
         ),
         (
             "encrypted to a key the store does not hold",
@@ -62,7 +60,7 @@ fn bad_tokens(server: &Client, t: &str, id: &str) -> Vec<(&'static str, u16, Str
             server.token_with(
                 &c,
                 &TokenOpts {
-                    encrypt_to: Some(common::public_jwk(&stranger)),
+                    encrypt_to: Some(crate::common::public_jwk(&stranger)),
                     kid: Some(stranger.key_id().unwrap().to_string()),
                     ..opts()
                 },
@@ -299,7 +297,7 @@ async fn claim_variants_the_contract_allows() {
         ("expiresAt empty", Box::new(|c| c["expiresAt"] = json!(""))),
         (
             "expiresAt in the future",
-            Box::new(move |c| c["expiresAt"] = json!(common::rfc3339(now + 86_400))),
+            Box::new(move |c| c["expiresAt"] = json!(crate::common::rfc3339(now + 86_400))),
         ),
         (
             "9 fractional digits",
@@ -354,7 +352,7 @@ async fn inner_signature_failures_are_rejected() {
         ),
         (
             "inner signature tampered",
-            common::tamper_last_segment(&good_inner),
+            crate::common::tamper_last_segment(&good_inner),
         ),
     ];
     for (name, inner) in must_401 {
@@ -366,7 +364,7 @@ async fn inner_signature_failures_are_rejected() {
     }
 
     // Another algorithm: rejected; 400 or 401 are both readings of the contract.
-    let public_text = common::jwk_json(&server.keys().platform_public());
+    let public_text = crate::common::jwk_json(&server.keys().platform_public());
     let hs = jws::HS384
         .signer_from_bytes(public_text.as_bytes())
         .unwrap();

@@ -1,12 +1,10 @@
 //! The background sweeper purges expired states from disk (not only hides
 //! them), on its configured interval, driven by the injectable clock.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use flow_store::app::App;
 use flow_store::clock::ManualClock;
 use flow_store::config::Config;

@@ -177,6 +177,34 @@ pub fn check_with(
     now: OffsetDateTime,
     account: Option<&ServiceAccount>,
 ) -> Report {
+    let (mut report, config) = static_checks(config_path, env);
+    let Some(config) = config else {
+        return report;
+    };
+    match config.require_stores() {
+        Ok(()) => report.push(
+            Verdict::Ok,
+            "stores",
+            format!("{} store(s) configured", config.stores.len()),
+        ),
+        Err(e) => report.push(Verdict::Fail, "stores", e.to_string()),
+    }
+    check_keys(&config, &mut report);
+    check_tls(&config, now, &mut report);
+    check_storage(&config.storage.path, &mut report);
+    check_password_file(&config, &mut report);
+    if let Some(account) = account {
+        check_service_access(&config, account, &mut report);
+    }
+    report
+}
+
+/// The checks that need nothing but the file: it loads (syntax, unknown
+/// keys, the environment layered over it), every setting is valid and the
+/// listen address parses. The shipped templates must pass these before any
+/// store is imported into them. Returns the report so far and the
+/// configuration, if it loaded.
+pub fn static_checks(config_path: &Path, env: &[(String, String)]) -> (Report, Option<Config>) {
     let mut report = Report::default();
     let config = match load_config(config_path, env) {
         Ok(config) => config,
@@ -187,7 +215,7 @@ pub fn check_with(
                 _ => format!("{}: {e}", config_path.display()),
             };
             report.push(Verdict::Fail, "config", message);
-            return report;
+            return (report, None);
         }
     };
     report.config_loaded = true;
@@ -196,7 +224,7 @@ pub fn check_with(
         "config",
         format!("{} parses, no unknown keys", config_path.display()),
     );
-    match config.validate() {
+    match config.validate_settings() {
         Ok(()) => report.push(Verdict::Ok, "config", "settings are valid"),
         Err(e) => report.push(Verdict::Fail, "config", e.to_string()),
     }
@@ -211,14 +239,7 @@ pub fn check_with(
             ),
         ),
     }
-    check_keys(&config, &mut report);
-    check_tls(&config, now, &mut report);
-    check_storage(&config.storage.path, &mut report);
-    check_password_file(&config, &mut report);
-    if let Some(account) = account {
-        check_service_access(&config, account, &mut report);
-    }
-    report
+    (report, Some(config))
 }
 
 fn check_keys(config: &Config, report: &mut Report) {
@@ -705,7 +726,7 @@ mod tests {
         fs::write(setup.path("config.toml"), "[storage]\npath = \"file\"\n").unwrap();
         let report = setup.check();
         assert!(
-            fails(&report, "config", "keys import"),
+            fails(&report, "stores", "keys import"),
             "{}",
             report.render()
         );

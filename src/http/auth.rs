@@ -1,6 +1,7 @@
 //! Request authentication, before any handler runs: optional HTTP Basic
 //! credentials, the two key-ID headers, then the request signature (checked
-//! by the service through [`crate::crypto::request`]).
+//! by the service through [`crate::crypto::request`]). The contract's
+//! header names live here and nowhere else in the server.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -10,10 +11,23 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::service::{Authenticated, KeyIds, Service, PLATFORM_KEY_HEADER, RECEIVER_KEY_HEADER};
+use crate::keys::KeyRole;
+use crate::service::{Authenticated, KeyIds, Service};
 
+/// The header naming the platform key the response must be encrypted to.
+pub const PLATFORM_KEY_HEADER: &str = "X-ManyWho-Platform-Key-ID";
+/// The header naming the receiver key the response must be signed with.
+pub const RECEIVER_KEY_HEADER: &str = "X-ManyWho-Receiver-Key-ID";
 /// The request-signature header.
 pub const SIGNATURE_HEADER: &str = "X-ManyWho-Signature";
+
+/// The key-ID header that names a key of `role`.
+pub fn key_header(role: KeyRole) -> &'static str {
+    match role {
+        KeyRole::Platform => PLATFORM_KEY_HEADER,
+        KeyRole::Receiver => RECEIVER_KEY_HEADER,
+    }
+}
 
 /// HTTP Basic credentials the platform must present.
 pub struct BasicCredentials {

@@ -10,6 +10,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use super::auth::key_header;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -111,9 +112,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Token { error, .. } if error.is_authentication_failure() => {
                 Self::new(StatusCode::UNAUTHORIZED, message)
             }
-            ServiceError::Token { .. } | ServiceError::UnknownKeyId { .. } => {
-                Self::bad_request(message)
-            }
+            ServiceError::Token { .. } => Self::bad_request(message),
+            // The client knows the key by the header it sent.
+            ServiceError::UnknownKey(role) => Self::bad_request(format!(
+                "{} names a key this store does not hold",
+                key_header(role)
+            )),
             ServiceError::Store(store) => store_error(store),
             ServiceError::Seal(_) | ServiceError::Internal(_) => {
                 let mut e = Self::new(
@@ -179,7 +183,12 @@ mod tests {
         assert_eq!(status(token(TokenError::UnknownReceiverKey)), 400);
         assert_eq!(status(token(TokenError::Undecryptable)), 400);
         assert_eq!(status(token(TokenError::TooLarge(1))), 400);
-        assert_eq!(status(ServiceError::UnknownKeyId { header: "h" }), 400);
+        let unknown = ApiError::from(ServiceError::UnknownKey(crate::keys::KeyRole::Receiver));
+        assert_eq!(unknown.status.as_u16(), 400);
+        assert_eq!(
+            unknown.message,
+            "X-ManyWho-Receiver-Key-ID names a key this store does not hold"
+        );
         assert_eq!(status(StoreError::DiskFull.into()), 507);
         assert_eq!(status(StoreError::Unavailable("x".into()).into()), 503);
     }

@@ -1,5 +1,7 @@
-//! HTTP: routing `(method, path)` to handlers, the body-size limit, the
-//! access log, and nothing else. Handlers are thin; rules live in the
+//! The storage API over HTTP: routing `(method, path)` to handlers,
+//! authentication before any handler runs, the body-size limit, the access
+//! log, and nothing else. [`StorageApi`] is the [`Handler`] the server runs
+//! on the platform-facing listener. Handlers are thin; rules live in the
 //! service, crypto and store layers; statuses are decided in [`error`].
 
 pub mod auth;
@@ -11,20 +13,21 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Body;
+use hyper::body::{Body, Incoming};
 use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, Response};
 use uuid::Uuid;
 
 use crate::model::parse_canonical_uuid;
-use crate::service::Service;
+use crate::server::Handler;
+use crate::service::{Authenticated, Service};
 use auth::BasicCredentials;
 use error::ApiError;
 use handlers::Reply;
 
-/// Everything a request needs; shared by all connections.
+/// The storage API: everything a request needs, shared by all connections.
 #[derive(Debug)]
-pub struct HttpContext {
+pub struct StorageApi {
     /// The use cases.
     pub service: Arc<Service>,
     /// Path prefix of every endpoint, e.g. `/api/storage/1`.
@@ -43,80 +46,91 @@ enum Route {
     State(Uuid, Uuid),
 }
 
-/// Serves one request; never fails (errors become JSON responses).
-pub async fn handle<B>(
-    request: Request<B>,
-    ctx: Arc<HttpContext>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let (response, note) = match dispatch(request, &ctx).await {
-        Ok(Reply { response, note }) => (response, note),
-        Err(error) => {
-            let note = match &error.cause {
-                Some(cause) => format!("error=\"{}\" cause=\"{cause}\"", error.message),
-                None => format!("error=\"{}\"", error.message),
-            };
-            (error.into_response(), note)
-        }
-    };
-    let status = response.status();
-    let level = if status.is_server_error() {
-        log::Level::Error
-    } else {
-        log::Level::Info
-    };
-    log::log!(
-        level,
-        "{method} {path} {} {:.1}ms {note}",
-        status.as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    Ok(response)
+impl Handler for StorageApi {
+    type Body = Full<Bytes>;
+    type BodyError = std::convert::Infallible;
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.respond(request).await
+    }
 }
 
-async fn dispatch<B>(request: Request<B>, ctx: &HttpContext) -> Result<Reply, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let route = route(&ctx.base_path, request.uri().path())?;
-    let method = request.method().clone();
-    match (route, &method) {
-        (Route::Health, &Method::GET | &Method::HEAD) => handlers::health(&ctx.service).await,
-        (Route::Health, _) => Err(ApiError::method_not_allowed("GET, HEAD")),
-        (Route::Tenant(tenant), &Method::POST | &Method::DELETE) => {
-            let auth = auth::authenticate(
-                &ctx.service,
-                ctx.basic.as_ref(),
-                request.headers(),
-                tenant,
-                request.uri().path(),
-            )?;
-            let body = read_body(request, ctx.max_body_bytes).await?;
-            if method == Method::POST {
-                handlers::save(&ctx.service, &auth, &body).await
-            } else {
-                handlers::delete(&ctx.service, &auth, &body).await
+impl StorageApi {
+    /// Answers one request; never fails (errors become JSON responses).
+    async fn respond<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let (response, note) = match self.dispatch(request).await {
+            Ok(Reply { response, note }) => (response, note),
+            Err(error) => {
+                let note = match &error.cause {
+                    Some(cause) => format!("error=\"{}\" cause=\"{cause}\"", error.message),
+                    None => format!("error=\"{}\"", error.message),
+                };
+                (error.into_response(), note)
             }
+        };
+        let status = response.status();
+        let level = if status.is_server_error() {
+            log::Level::Error
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "{method} {path} {} {:.1}ms {note}",
+            status.as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        response
+    }
+
+    async fn dispatch<B>(&self, request: Request<B>) -> Result<Reply, ApiError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let route = route(&self.base_path, request.uri().path())?;
+        let method = request.method().clone();
+        match (route, &method) {
+            (Route::Health, &Method::GET | &Method::HEAD) => handlers::health(&self.service).await,
+            (Route::Health, _) => Err(ApiError::method_not_allowed("GET, HEAD")),
+            (Route::Tenant(tenant), &Method::POST | &Method::DELETE) => {
+                let auth = self.authenticate(&request, tenant)?;
+                let body = read_body(request, self.max_body_bytes).await?;
+                if method == Method::POST {
+                    handlers::save(&self.service, &auth, &body).await
+                } else {
+                    handlers::delete(&self.service, &auth, &body).await
+                }
+            }
+            (Route::Tenant(_), _) => Err(ApiError::method_not_allowed("POST, DELETE")),
+            (Route::State(tenant, id), &Method::GET) => {
+                let auth = self.authenticate(&request, tenant)?;
+                handlers::load(&self.service, &auth, id).await
+            }
+            (Route::State(..), _) => Err(ApiError::method_not_allowed("GET")),
         }
-        (Route::Tenant(_), _) => Err(ApiError::method_not_allowed("POST, DELETE")),
-        (Route::State(tenant, id), &Method::GET) => {
-            let auth = auth::authenticate(
-                &ctx.service,
-                ctx.basic.as_ref(),
-                request.headers(),
-                tenant,
-                request.uri().path(),
-            )?;
-            handlers::load(&ctx.service, &auth, id).await
-        }
-        (Route::State(..), _) => Err(ApiError::method_not_allowed("GET")),
+    }
+
+    /// Authenticates a request to an endpoint of `tenant`, before its body is read.
+    fn authenticate<B>(
+        &self,
+        request: &Request<B>,
+        tenant: Uuid,
+    ) -> Result<Authenticated, ApiError> {
+        auth::authenticate(
+            &self.service,
+            self.basic.as_ref(),
+            request.headers(),
+            tenant,
+            request.uri().path(),
+        )
     }
 }
 

@@ -1,14 +1,23 @@
 //! The listener: accept loop, TLS handshake, one task per connection, and
-//! the graceful drain.
+//! the graceful drain, for any HTTP application.
 //!
-//! [`run`] takes a listener that is already bound and any future as its stop
-//! signal, so tests bind port 0 on loopback and stop the server at will.
+//! [`run`] takes a [`Listener`] that is already bound (TCP here; any other
+//! transport implements the trait), an optional TLS acceptor, the
+//! [`Handler`] that answers requests, and any future as its stop signal,
+//! so tests bind port 0 on loopback and stop the server at will. The
+//! storage API is one handler (`crate::http`); other endpoints (metrics, an
+//! admin channel) are others, each with its own router, all served by this
+//! one loop with the same limits, timeouts and drain. This module knows no
+//! route and no rule of the contract.
+//!
 //! One bad client never stops the loop: failed handshakes are logged at
 //! debug level, accept errors are logged and retried with backoff.
 
 pub mod shutdown;
 pub mod tls;
 
+use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +25,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, ReadBuf};
@@ -25,7 +37,44 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::{self, HttpContext};
+/// An HTTP application: answers every request of every connection it is
+/// given. Errors are the application's to turn into responses; the server
+/// only moves bytes.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body type.
+    type Body: hyper::body::Body<Data = Bytes, Error = Self::BodyError> + Send + 'static;
+    /// The response body's error type.
+    type BodyError: Into<Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Answers one request.
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+}
+
+/// A bound listening socket the accept loop can take connections from.
+pub trait Listener: Send + 'static {
+    /// One accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Who is on the other end, for the log.
+    type Peer: fmt::Display + Send + Sync + 'static;
+
+    /// Waits for the next connection.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = TcpStream;
+    type Peer = std::net::SocketAddr;
+
+    async fn accept(&self) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        // Requests and replies are small and latency-bound.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
 
 /// Limits and timeouts of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -54,15 +103,18 @@ struct ConnectionGuard {
     stop: watch::Receiver<bool>,
 }
 
-/// Serves `listener` until `shutdown` completes, then stops accepting and
-/// drains open connections for up to `shutdown_grace`.
-pub async fn run(
-    listener: TcpListener,
+/// Serves `listener` with `handler` until `shutdown` completes, then stops
+/// accepting and drains open connections for up to `shutdown_grace`.
+pub async fn run<L, H>(
+    listener: L,
     tls: Option<TlsAcceptor>,
-    ctx: Arc<HttpContext>,
+    handler: Arc<H>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    L: Listener,
+    H: Handler,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let permits = Arc::new(Semaphore::new(options.max_connections));
@@ -102,7 +154,7 @@ pub async fn run(
             stream,
             peer,
             tls.clone(),
-            Arc::clone(&ctx),
+            Arc::clone(&handler),
             options,
             guard,
         ));
@@ -124,15 +176,18 @@ pub async fn run(
 
 /// One connection: TLS handshake (bounded), the first bytes (bounded), then
 /// HTTP until the client leaves, goes idle, or shutdown asks it to finish.
-async fn handle_connection(
-    stream: TcpStream,
-    peer: std::net::SocketAddr,
+async fn handle_connection<S, P, H>(
+    stream: S,
+    peer: P,
     tls: Option<TlsAcceptor>,
-    ctx: Arc<HttpContext>,
+    handler: Arc<H>,
     options: ServerOptions,
     mut guard: ConnectionGuard,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: fmt::Display + Sync,
+    H: Handler,
+{
     let activity = Activity::new();
     let stream = Tracked {
         inner: stream,
@@ -144,34 +199,14 @@ async fn handle_connection(
                 tokio::time::timeout(options.handshake_timeout, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls_stream)) => {
-                    serve_after_first_bytes(tls_stream, peer, ctx, options, activity, &mut guard)
+                    serve_connection(tls_stream, &peer, handler, options, activity, &mut guard)
                         .await
                 }
                 Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
                 Err(_) => log::debug!("TLS handshake with {peer} timed out"),
             }
         }
-        None => serve_after_first_bytes(stream, peer, ctx, options, activity, &mut guard).await,
-    }
-}
-
-async fn serve_after_first_bytes<S>(
-    stream: S,
-    peer: std::net::SocketAddr,
-    ctx: Arc<HttpContext>,
-    options: ServerOptions,
-    activity: Arc<Activity>,
-    guard: &mut ConnectionGuard,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let first = tokio::select! {
-        first = first_bytes(stream, options.header_read_timeout) => first,
-        _ = guard.stop.changed() => None,
-    };
-    match first {
-        Some(stream) => serve_connection(stream, ctx, options, activity, guard).await,
-        None => log::debug!("{peer} sent no request"),
+        None => serve_connection(stream, &peer, handler, options, activity, &mut guard).await,
     }
 }
 
@@ -196,15 +231,26 @@ where
     }
 }
 
-async fn serve_connection<S>(
+/// HTTP on one (decrypted) connection, once its first bytes came.
+async fn serve_connection<S, H>(
     stream: S,
-    ctx: Arc<HttpContext>,
+    peer: &(dyn fmt::Display + Sync),
+    handler: Arc<H>,
     options: ServerOptions,
     activity: Arc<Activity>,
     guard: &mut ConnectionGuard,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
 {
+    let first = tokio::select! {
+        first = first_bytes(stream, options.header_read_timeout) => first,
+        _ = guard.stop.changed() => None,
+    };
+    let Some(stream) = first else {
+        log::debug!("{peer} sent no request");
+        return;
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -217,7 +263,10 @@ async fn serve_connection<S>(
         .max_concurrent_streams(128)
         .max_pending_accept_reset_streams(32)
         .max_local_error_reset_streams(64);
-    let service = service_fn(move |request| http::handle(request, Arc::clone(&ctx)));
+    let service = service_fn(move |request| {
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut closing = false;

@@ -43,7 +43,9 @@ pub enum TlsError {
     },
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The cryptography of every TLS connection the crate makes or accepts
+/// (server and [`crate::client`]): one place to choose it.
+pub fn tls_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -72,7 +74,7 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<Certified
             source,
         })?
         .ok_or_else(|| TlsError::NoKey(key_path.to_path_buf()))?;
-    let signing_key = provider()
+    let signing_key = tls_provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| TlsError::UnusableKey(key_path.to_path_buf(), e.to_string()))?;
@@ -121,7 +123,7 @@ impl ResolvesServerCert for ReloadableCert {
 /// A rustls server config (TLS 1.2 and 1.3, ALPN h2 then http/1.1) that
 /// takes its certificate from `cert`.
 pub fn server_config(cert: Arc<ReloadableCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(tls_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(cert);

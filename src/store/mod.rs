@@ -48,10 +48,6 @@ const HEALTH_KEY: &[u8] = b"health_probe";
 /// between the check and the write can still wedge sled.
 pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// sled's page cache by default. sled's own default (1 GiB) lets a burst
-/// of large states keep hundreds of MiB resident long after the burst.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
 /// What a save did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SaveOutcome {
@@ -86,14 +82,9 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `path`, with the default
-    /// page cache.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
-    }
-
-    /// Opens the database at `path` with a page cache of `cache_bytes`.
-    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    /// Opens (creating if missing) the database at `path` with a page cache
+    /// of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
@@ -375,13 +366,29 @@ mod tests {
     }
 
     const NOW: &str = "2026-01-01T00:00:00Z";
+    const TEST_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+    /// Opens a database this process just closed: sled's background
+    /// flusher keeps it (and its lock) for up to one flush interval after
+    /// the last handle is dropped.
+    fn reopen(path: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(path, TEST_CACHE_BYTES) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
 
     /// `/health` from a load balancer and the watchdog's check overlap; each
     /// must read back its own probe, not fail on the other's.
     #[test]
     fn concurrent_health_checks_all_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let threads: Vec<_> = (0..8i64)
             .map(|t| {
                 let store = store.clone();
@@ -406,7 +413,7 @@ mod tests {
     #[test]
     fn newest_updated_at_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
         store
             .save_all(&[state(t, i, "2026-01-01T10:00:00+01:00", None, "one")])
@@ -432,7 +439,7 @@ mod tests {
     #[test]
     fn tenants_are_isolated() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (a, b, id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         store.save_all(&[state(a, id, NOW, None, "a")]).unwrap();
         store.save_all(&[state(b, id, NOW, None, "b")]).unwrap();
@@ -444,7 +451,7 @@ mod tests {
     #[test]
     fn expiry_hides_then_purges() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (t, i, j) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         store
             .save_all(&[
@@ -468,7 +475,7 @@ mod tests {
     #[test]
     fn refreshed_expiry_is_not_purged_by_the_old_index_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
         store
             .save_all(&[state(t, i, NOW, Some("2026-01-02T00:00:00Z"), "v1")])
@@ -497,12 +504,18 @@ mod tests {
     fn a_database_from_a_newer_release_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            // No background flusher: it would hold the database (and its
+            // lock) for a moment after the drop.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
             let meta = db.open_tree(META_TREE).unwrap();
             meta.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
             db.flush().unwrap();
         }
-        match Store::open(dir.path()) {
+        match Store::open(dir.path(), TEST_CACHE_BYTES) {
             Err(StoreError::UnsupportedFormat {
                 found: 2,
                 supported: 1,
@@ -514,7 +527,7 @@ mod tests {
     #[test]
     fn saves_are_refused_while_free_space_is_short() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
         store.save_all(&[state(t, i, NOW, None, "small")]).unwrap();
         // No filesystem has this much free: the guard must refuse, and
@@ -530,11 +543,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Store::open(dir.path(), TEST_CACHE_BYTES).unwrap();
             store.save_all(&[state(t, i, NOW, None, "kept")]).unwrap();
             store.health_check(at(NOW)).unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "kept");
     }
 }

@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use crate::harness::{percentiles, Bench, Client, ServerProc, ServerSettings};
+use crate::harness::{percentiles, Bench, Client, ServerSettings};
+use crate::process::ServerProcess;
 
 /// A good client's request slower than this counts as not served.
 pub const GOOD_CLIENT_BOUND: Duration = Duration::from_secs(5);
@@ -116,9 +117,9 @@ pub async fn run(bench: &Bench, plan: AbusePlan) -> anyhow::Result<AbuseReport> 
 }
 
 /// Opens each kind of abusive connection at once and times its closing.
-async fn cut_offs(bench: &Bench, server: &ServerProc, timeout: u64) -> Vec<CutOff> {
+async fn cut_offs(bench: &Bench, server: &ServerProcess, timeout: u64) -> Vec<CutOff> {
     let wait = Duration::from_secs(timeout * 2 + 10);
-    let addr = server.addr;
+    let addr = server.addr();
     let raw_silent = async move {
         let tcp = TcpStream::connect(addr).await.ok()?;
         time_to_close_raw(tcp, None, wait).await
@@ -253,15 +254,14 @@ struct Tricklers {
 
 impl Tricklers {
     /// Starts `count` tricklers that reconnect whenever the server cuts them.
-    fn start(bench: &Bench, server: &ServerProc, count: usize) -> Self {
+    fn start(bench: &Bench, server: &ServerProcess, count: usize) -> Self {
         let open = Arc::new(AtomicUsize::new(0));
         let cut = Arc::new(AtomicUsize::new(0));
         let reconnect = Arc::new(AtomicBool::new(true));
         let tasks = (0..count)
             .map(|_| {
                 tokio::spawn(trickler(
-                    server.addr,
-                    bench.connector.clone(),
+                    bench.transport(server.addr()),
                     Arc::clone(&open),
                     Arc::clone(&cut),
                     Arc::clone(&reconnect),
@@ -306,21 +306,16 @@ impl Tricklers {
 }
 
 async fn trickler(
-    addr: std::net::SocketAddr,
-    connector: tokio_rustls::TlsConnector,
+    transport: anyhow::Result<flow_store::client::Client>,
     open: Arc<AtomicUsize>,
     cut: Arc<AtomicUsize>,
     reconnect: Arc<AtomicBool>,
 ) {
+    let Ok(transport) = transport else {
+        return;
+    };
     while reconnect.load(Ordering::SeqCst) {
-        let Ok(tcp) = TcpStream::connect(addr).await else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else {
-            return;
-        };
-        let Ok(stream) = connector.connect(name, tcp).await else {
+        let Ok(stream) = transport.connect_tls().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -349,7 +344,7 @@ async fn trickler(
 /// One good request (a signed save then a signed load); its latency.
 async fn good_request(
     bench: &Bench,
-    client: &mut Client,
+    client: &Client,
     tenant: Uuid,
     n: u64,
 ) -> Result<Duration, String> {
@@ -383,15 +378,15 @@ async fn good_request(
 
 async fn slowloris(
     bench: &Bench,
-    server: &ServerProc,
+    server: &ServerProcess,
     plan: AbusePlan,
     report: &mut AbuseReport,
 ) -> anyhow::Result<()> {
     let tenant = Uuid::new_v4();
-    let mut client = bench.client(server.addr);
+    let client = bench.client(server.addr())?;
     let mut baseline = Vec::new();
     for n in 0..30 {
-        match good_request(bench, &mut client, tenant, n).await {
+        match good_request(bench, &client, tenant, n).await {
             Ok(took) => baseline.push(took),
             Err(e) => report.good_failures.push(format!("baseline: {e}")),
         }
@@ -409,7 +404,7 @@ async fn slowloris(
         held_min = held_min.min(held);
         held_max = held_max.max(held);
         n += 1;
-        match good_request(bench, &mut client, tenant, n).await {
+        match good_request(bench, &client, tenant, n).await {
             Ok(took) => attack.push(took),
             Err(e) => report.good_failures.push(format!("under attack: {e}")),
         }
@@ -425,7 +420,7 @@ async fn slowloris(
 
 async fn max_connections(
     bench: &Bench,
-    server: &ServerProc,
+    server: &ServerProcess,
     plan: AbusePlan,
     report: &mut AbuseReport,
 ) -> anyhow::Result<()> {
@@ -438,7 +433,7 @@ async fn max_connections(
     let tenant = Uuid::new_v4();
     let mut waiting = Vec::new();
     for n in 0..extra {
-        let mut client = bench.client(server.addr);
+        let client = bench.client(server.addr())?;
         let tokens = bench.tokens.clone();
         waiting.push(tokio::spawn(async move {
             let started = Instant::now();
@@ -456,7 +451,7 @@ async fn max_connections(
         }
     }
     tricklers.stop();
-    let mut client = bench.client(server.addr);
-    report.responsive_after = good_request(bench, &mut client, tenant, 100).await.is_ok();
+    let client = bench.client(server.addr())?;
+    report.responsive_after = good_request(bench, &client, tenant, 100).await.is_ok();
     Ok(())
 }

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::harness::{Bench, Rng, ServerProc};
+use crate::harness::{Bench, Rng};
+use crate::process::ServerProcess;
 
 /// Scale of the run.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +86,7 @@ struct Timed {
 /// Runs both kinds of rounds against `server`.
 pub async fn run(
     bench: &Bench,
-    server: &ServerProc,
+    server: &ServerProcess,
     plan: WritersPlan,
 ) -> anyhow::Result<WritersReport> {
     let mut rng = Rng::new(Rng::seed());
@@ -100,7 +101,7 @@ pub async fn run(
         }
         rng.shuffle(&mut ops);
         let timed = race(bench, server, tenant, id, &ops, plan.clients, &mut report).await?;
-        let mut checker = bench.client(server.addr);
+        let checker = bench.client(server.addr())?;
         let final_state = checker.load_version(tenant, id).await?;
         if interleaved {
             report.interleaved_rounds += 1;
@@ -145,7 +146,7 @@ pub async fn run(
 /// the acknowledged ones.
 async fn race(
     bench: &Bench,
-    server: &ServerProc,
+    server: &ServerProcess,
     tenant: Uuid,
     id: Uuid,
     ops: &[Op],
@@ -168,7 +169,7 @@ async fn race(
     }
     let mut tasks = Vec::new();
     for lane in lanes {
-        let mut client = bench.client(server.addr);
+        let client = bench.client(server.addr())?;
         tasks.push(tokio::spawn(async move {
             let mut timed = Vec::new();
             let mut failed = Vec::new();

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::harness::{Bench, ProcSample, Rng, ServerProc, ServerSettings};
+use crate::harness::{Bench, Rng, ServerSettings};
+use crate::process::{ProcSample, ServerProcess};
 
 /// Peak resident set the issue allows.
 pub const RSS_LIMIT_KIB: u64 = 512 * 1024;
@@ -74,7 +75,7 @@ pub async fn run(bench: &Bench, plan: MemoryPlan) -> anyhow::Result<MemoryReport
         ..MemoryReport::default()
     };
     let tenant = Uuid::new_v4();
-    let mut warm = bench.client(server.addr);
+    let warm = bench.client(server.addr())?;
     warm.health().await?;
     report.baseline = server.sample();
     // Eight states, tokens built up front (building 1 MiB tokens is slow in
@@ -98,7 +99,7 @@ pub async fn run(bench: &Bench, plan: MemoryPlan) -> anyhow::Result<MemoryReport
     let first_failure = Arc::new(std::sync::Mutex::new(None));
     let mut tasks = Vec::new();
     for token in tokens {
-        let mut client = bench.client(server.addr);
+        let client = bench.client(server.addr())?;
         let (stop, saves, failures, first) = (
             Arc::clone(&stop),
             Arc::clone(&saves),
@@ -147,7 +148,7 @@ pub async fn run(bench: &Bench, plan: MemoryPlan) -> anyhow::Result<MemoryReport
     Ok(report)
 }
 
-fn record_peak(server: &ServerProc, report: &mut MemoryReport) {
+fn record_peak(server: &ServerProcess, report: &mut MemoryReport) {
     let now = server.sample();
     report.peak_rss_kib = report.peak_rss_kib.max(now.hwm_kib.max(now.rss_kib));
     report.peak_fds = report.peak_fds.max(now.fds);

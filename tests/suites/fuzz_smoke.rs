@@ -67,6 +67,7 @@ fn fuzz_targets_run_clean() {
     if !available(&["fuzz", "--version"]) {
         return skip("cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
     }
+    let _alone = crate::common::gate::exclusive();
     let seconds = std::env::var("FLOW_STORE_FUZZ_SECONDS").unwrap_or_else(|_| "20".into());
     let started = Instant::now();
     let output = Command::new(fuzz_dir().join("run.sh"))

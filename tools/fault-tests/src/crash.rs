@@ -126,14 +126,14 @@ pub async fn run(bench: &Bench, plan: CrashPlan) -> anyhow::Result<CrashReport> 
         report
             .reopen_warnings
             .extend(opening_warnings(&server.log_since(0), cycle));
-        let mut checker = bench.client(server.addr);
+        let checker = bench.client(server.addr())?;
         for keys in &mut owned {
-            verify(&mut checker, keys, &mut report).await?;
+            verify(&checker, keys, &mut report).await?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for keys in std::mem::take(&mut owned) {
-            let client = bench.client(server.addr);
+            let client = bench.client(server.addr())?;
             let worker = Worker {
                 tokens: bench.tokens.clone(),
                 versions: Arc::clone(&versions),
@@ -144,7 +144,7 @@ pub async fn run(bench: &Bench, plan: CrashPlan) -> anyhow::Result<CrashReport> 
         }
         let run_ms = 100 + rng.below(plan.max_run_ms.max(1));
         tokio::time::sleep(Duration::from_millis(run_ms)).await;
-        server.sigkill();
+        server.kill();
         stop.store(true, Ordering::SeqCst);
         for worker in workers {
             let (keys, tally) = worker.await?;
@@ -161,9 +161,9 @@ pub async fn run(bench: &Bench, plan: CrashPlan) -> anyhow::Result<CrashReport> 
     report
         .reopen_warnings
         .extend(opening_warnings(&server.log_since(0), plan.cycles));
-    let mut checker = bench.client(server.addr);
+    let checker = bench.client(server.addr())?;
     for keys in &mut owned {
-        verify(&mut checker, keys, &mut report).await?;
+        verify(&checker, keys, &mut report).await?;
     }
     Ok(report)
 }
@@ -180,7 +180,7 @@ fn opening_warnings(lines: &[String], cycle: usize) -> Vec<String> {
 
 /// Checks every key against its model, then adopts what is stored.
 async fn verify(
-    client: &mut Client,
+    client: &Client,
     keys: &mut [KeyModel],
     report: &mut CrashReport,
 ) -> anyhow::Result<()> {
@@ -227,7 +227,7 @@ impl Worker {
     /// Operates on `keys` until the server dies or `stop` is set.
     async fn run(
         mut self,
-        mut client: Client,
+        client: Client,
         mut keys: Vec<KeyModel>,
     ) -> (Vec<KeyModel>, WorkerTally) {
         let mut tally = WorkerTally::default();

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use uuid::Uuid;
 
-use crate::harness::{Bench, Client, Rng, ServerProc, ServerSettings};
+use crate::harness::{Bench, Client, Rng, ServerSettings};
+use crate::process::ServerProcess;
 
 /// Size of the small filesystem.
 pub const TMPFS_MIB: u64 = 64;
@@ -187,7 +188,7 @@ type Acked = Vec<(Uuid, u64)>;
 /// refusal.
 async fn fill(
     bench: &Bench,
-    client: &mut Client,
+    client: &Client,
     tenant: Uuid,
     rng: &mut Rng,
     acked: &mut Acked,
@@ -214,7 +215,7 @@ async fn fill(
 
 /// How many of `acked` load back with their version.
 async fn count_loadable(
-    client: &mut Client,
+    client: &Client,
     tenant: Uuid,
     acked: &[(Uuid, u64)],
     anomalies: &mut Vec<String>,
@@ -234,7 +235,7 @@ async fn count_loadable(
 /// Retries small saves until one is acknowledged or `window` passes.
 async fn time_to_recover(
     bench: &Bench,
-    client: &mut Client,
+    client: &Client,
     tenant: Uuid,
     window: Duration,
 ) -> anyhow::Result<Option<f64>> {
@@ -266,10 +267,10 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
     let mut server = bench.start(&settings)?;
     let tenant = Uuid::new_v4();
     let mut rng = Rng::new(Rng::seed());
-    let mut client = bench.client(server.addr);
+    let client = bench.client(server.addr())?;
     let mut acked = Acked::new();
     let log_mark = server.log_len();
-    report.refusal = fill(bench, &mut client, tenant, &mut rng, &mut acked, 1000).await?;
+    report.refusal = fill(bench, &client, tenant, &mut rng, &mut acked, 1000).await?;
     report.acked_before_full = acked.len();
     for _ in 0..3 {
         let token = bench
@@ -287,7 +288,7 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
         .find(|l| l.contains(" 507 ") || l.contains("disk") && l.contains("full"));
     let health = client.health().await.context("/health on the full disk")?;
     report.health_full = Some((health.status, health.message()));
-    let loaded = count_loadable(&mut client, tenant, &acked, &mut report.anomalies).await;
+    let loaded = count_loadable(&client, tenant, &acked, &mut report.anomalies).await;
     report.loaded_while_full = (loaded, acked.len());
     // Deleting states is what an operator tries first; with a log-structured
     // database it may itself need space, so only its status is reported.
@@ -309,16 +310,16 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
     }
     acked.retain(|(id, _)| !deleted.contains(id));
     std::fs::remove_file(&ballast).context("removing the ballast")?;
-    report.recovered_after = time_to_recover(bench, &mut client, tenant, RECOVERY_WINDOW).await?;
+    report.recovered_after = time_to_recover(bench, &client, tenant, RECOVERY_WINDOW).await?;
     report.health_after = client.health().await.ok().map(|r| r.status);
     // Fill again, then restart on the full disk.
-    fill(bench, &mut client, tenant, &mut rng, &mut acked, 1000).await?;
-    server.sigkill();
+    fill(bench, &client, tenant, &mut rng, &mut acked, 1000).await?;
+    server.kill();
     match bench.start(&settings) {
         Ok(restarted) => {
             report.restart_opened = true;
-            let mut client = bench.client(restarted.addr);
-            let loaded = count_loadable(&mut client, tenant, &acked, &mut report.anomalies).await;
+            let client = bench.client(restarted.addr())?;
+            let loaded = count_loadable(&client, tenant, &acked, &mut report.anomalies).await;
             report.loaded_after_restart = (loaded, acked.len());
         }
         Err(e) => report
@@ -347,7 +348,7 @@ pub async fn storage_failure(bench: &Bench) -> anyhow::Result<FailureReport> {
     let mut server = bench.start(&settings)?;
     let tenant = Uuid::new_v4();
     let mut rng = Rng::new(Rng::seed());
-    let mut client = bench.client(server.addr);
+    let client = bench.client(server.addr())?;
     // A first large save creates the blobs directory.
     let first_id = Uuid::new_v4();
     let token = bench
@@ -363,19 +364,19 @@ pub async fn storage_failure(bench: &Bench) -> anyhow::Result<FailureReport> {
         return Ok(report);
     }
     let result =
-        failure_while_immutable(bench, &server, &mut client, tenant, &mut rng, &mut report).await;
+        failure_while_immutable(bench, &server, &client, tenant, &mut rng, &mut report).await;
     let unset = run(Command::new("chattr").arg("-i").arg(&blobs));
     result?;
     unset?;
-    report.recovered_after = time_to_recover(bench, &mut client, tenant, RECOVERY_WINDOW).await?;
+    report.recovered_after = time_to_recover(bench, &client, tenant, RECOVERY_WINDOW).await?;
     if report.recovered_after.is_some() {
         report.health_after = client.health().await.ok().map(|r| r.status);
     } else {
-        server.sigkill();
+        server.kill();
         let restarted = bench.start(&settings)?;
-        let mut client = bench.client(restarted.addr);
+        let client = bench.client(restarted.addr())?;
         let kept = client.load_version(tenant, first_id).await.ok() == Some(Some(1));
-        let saves = time_to_recover(bench, &mut client, tenant, RECOVERY_WINDOW).await?;
+        let saves = time_to_recover(bench, &client, tenant, RECOVERY_WINDOW).await?;
         report.recovered_by_restart = Some(kept && saves.is_some());
     }
     Ok(report)
@@ -383,8 +384,8 @@ pub async fn storage_failure(bench: &Bench) -> anyhow::Result<FailureReport> {
 
 async fn failure_while_immutable(
     bench: &Bench,
-    server: &ServerProc,
-    client: &mut Client,
+    server: &ServerProcess,
+    client: &Client,
     tenant: Uuid,
     rng: &mut Rng,
     report: &mut FailureReport,

@@ -5,11 +5,10 @@
 //! abusive connections closed), never speeds. Parts that need root (tmpfs,
 //! `chattr`) skip loudly without it. The report is printed either way.
 
-mod common;
-
 use std::path::Path;
 
 #[test]
 fn fault_suite_quick_variant_passes() {
-    common::assert_fault_suite_passes(Path::new(env!("CARGO_BIN_EXE_flow-store")), &["--quick"]);
+    let _alone = crate::common::gate::exclusive();
+    crate::common::assert_fault_suite_passes(Path::new(env!("CARGO_BIN_EXE_flow-store")), &[]);
 }

@@ -2,16 +2,14 @@
 //! the .deb, installs it into a freshly booted Debian bookworm container
 //! (debootstrap + systemd-nspawn) and plays the platform against the real
 //! systemd service. See the script for every step it proves. Then it puts
-//! that same static binary under concurrent load (`fault-tests --quick
-//! --only memory,writers`): a static build once linked an OpenSSL without
+//! that same static binary under concurrent load (the quick fault suite's
+//! memory and writers parts): a static build once linked an OpenSSL without
 //! thread support, which passed every sequential step and corrupted its
 //! heap under load (see `packaging/build-static.sh`).
 //!
 //! Runs when it can: as root, with debootstrap and systemd-nspawn present
 //! (`.ci/run` installs them). Elsewhere it says loudly that it was skipped.
 //! `FLOW_STORE_E2E=0` skips it on purpose (e.g. for a quick local run).
-
-mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +27,7 @@ fn have(tool: &str) -> bool {
 
 #[test]
 fn deb_installs_boots_and_serves_in_a_debian_container() {
+    let _alone = crate::common::gate::exclusive();
     if std::env::var("FLOW_STORE_E2E").as_deref() == Ok("0") {
         return skip("FLOW_STORE_E2E=0");
     }
@@ -73,5 +72,5 @@ fn static_binary_survives_concurrent_load(binary: &Path) {
         "packaging/e2e.sh left no static binary at {}",
         binary.display()
     );
-    common::assert_fault_suite_passes(binary, &["--quick", "--only", "memory,writers"]);
+    crate::common::assert_fault_suite_passes(binary, &["memory", "writers"]);
 }

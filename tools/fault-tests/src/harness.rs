@@ -1,33 +1,33 @@
-//! The test bench: a store directory (keys, certificate, config file), the
-//! real `flow-store` binary as a child process, and an HTTPS client that
-//! plays the platform. Every suite builds on these three.
+//! The test bench: a store directory (keys, certificate, one config file
+//! per server written with `Config::to_toml`), the real `flow-store` binary
+//! started by [`crate::process`], and platform clients over the crate's
+//! one HTTPS client ([`flow_store::client`]). Every suite builds on these.
 //!
-//! State versions: a state's `updatedAt` is [`Bench::updated_at`] of its
+//! State versions: a state's `updatedAt` is [`Tokens::updated_at`] of its
 //! version number, and its content starts with `"<version>:"`, so a load
 //! says exactly which save it came from.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use flow_store::client::{self as transport, ClientOptions, Trust};
+use flow_store::config::Config;
+use flow_store::http::auth::{PLATFORM_KEY_HEADER, RECEIVER_KEY_HEADER, SIGNATURE_HEADER};
 use flow_store::platform::{Encryption, PlatformKeys};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use http_body_util::Full;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use uuid::Uuid;
+
+use crate::process::ServerProcess;
 
 /// Path prefix of every endpoint.
 pub const BASE_PATH: &str = "/api/storage/1";
@@ -44,8 +44,8 @@ pub struct Bench {
     pub binary: PathBuf,
     /// The platform's keys.
     pub keys: Arc<PlatformKeys>,
-    /// Trusts the bench's certificate only.
-    pub connector: TlsConnector,
+    /// The bench's certificate, the only one its clients trust.
+    trust: Trust,
     /// Builds state tokens.
     pub tokens: Tokens,
 }
@@ -103,7 +103,7 @@ impl Bench {
         let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())?;
         let keys = Arc::new(keys);
         Ok(Self {
-            connector: tls_connector(&cert)?,
+            trust: Trust::pem(cert.as_bytes())?,
             dir,
             binary,
             tokens: Tokens {
@@ -123,65 +123,49 @@ impl Bench {
 
     /// Writes a config file for `settings` and returns its path.
     pub fn write_config(&self, settings: &ServerSettings) -> anyhow::Result<PathBuf> {
-        let text = format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-base_path = "{BASE_PATH}"
-max_body_bytes = {body}
-max_connections = {conns}
-handshake_timeout_seconds = {handshake}
-header_read_timeout_seconds = {header}
-shutdown_grace_seconds = 3
-
-[tls]
-enabled = true
-cert = "tls/cert.pem"
-key = "tls/key.pem"
-
-[storage]
-path = "{data}"
-sweep_interval_seconds = 3600
-
-[log]
-level = "info"
-
-[[stores]]
-name = "fault tests"
-platform_key = "keys/platform.jwk"
-receiver_key = "keys/receiver.jwk"
-"#,
-            body = settings.max_body_bytes,
-            conns = settings.max_connections,
-            handshake = settings.handshake_timeout,
-            header = settings.header_read_timeout,
-            data = settings.data.display(),
-        );
+        let mut config = Config::local("127.0.0.1:0", "fault tests");
+        config.server.max_body_bytes = settings.max_body_bytes;
+        config.server.max_connections = settings.max_connections;
+        config.server.handshake_timeout_seconds = settings.handshake_timeout;
+        config.server.header_read_timeout_seconds = settings.header_read_timeout;
+        config.server.shutdown_grace_seconds = 3;
+        config.storage.path = settings.data.clone();
+        config.storage.sweep_interval_seconds = 3600;
         let path = self
             .dir
             .join(format!("config-{}.toml", Uuid::new_v4().simple()));
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, config.to_toml()?)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 
     /// Starts the binary with `settings` and waits until it listens.
-    pub fn start(&self, settings: &ServerSettings) -> anyhow::Result<ServerProc> {
+    pub fn start(&self, settings: &ServerSettings) -> anyhow::Result<ServerProcess> {
         let config = self.write_config(settings)?;
-        ServerProc::spawn(&self.binary, &config)
+        Ok(ServerProcess::spawn(&self.binary, &config, &[])?)
     }
 
-    /// A client of `addr`.
-    pub fn client(&self, addr: SocketAddr) -> Client {
-        Client {
-            addr,
-            connector: self.connector.clone(),
+    /// The transport to `addr`: one keep-alive HTTP/1.1 connection at a
+    /// time, reopened after any failure, trusting the bench's certificate.
+    pub fn transport(&self, addr: SocketAddr) -> anyhow::Result<transport::Client> {
+        let options = ClientOptions {
+            timeout: Some(REQUEST_TIMEOUT),
+            ..ClientOptions::new(self.trust.clone())
+        };
+        Ok(transport::Client::new(&format!("https://{addr}"), options)?)
+    }
+
+    /// A platform client of `addr`.
+    pub fn client(&self, addr: SocketAddr) -> anyhow::Result<Client> {
+        Ok(Client {
+            transport: self.transport(addr)?,
             keys: Arc::clone(&self.keys),
-            conn: None,
-        }
+        })
     }
 
     /// Opens a TLS connection to `addr` (no HTTP yet).
     pub async fn tls_connect(&self, addr: SocketAddr) -> anyhow::Result<TlsStream<TcpStream>> {
-        tls_connect(&self.connector, addr).await
+        Ok(self.transport(addr)?.connect_tls().await?)
     }
 }
 
@@ -239,183 +223,6 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn tls_connector(cert_pem: &str) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
-        roots.add(cert.context("reading the bench certificate")?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-async fn tls_connect(
-    connector: &TlsConnector,
-    addr: SocketAddr,
-) -> anyhow::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from("localhost").context("server name")?;
-    connector.connect(name, tcp).await.context("TLS handshake")
-}
-
-/// Memory and descriptors of a process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcSample {
-    /// Resident set, KiB.
-    pub rss_kib: u64,
-    /// Peak resident set so far, KiB.
-    pub hwm_kib: u64,
-    /// Open file descriptors.
-    pub fds: usize,
-}
-
-/// The binary under test, running.
-pub struct ServerProc {
-    child: Child,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProc {
-    /// Runs `binary serve --config config` and waits for `listening on`.
-    pub fn spawn(binary: &Path, config: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = Arc::clone(&log);
-        // FAULT_TESTS_LOG=FILE also appends every server line to FILE.
-        let mut tee = std::env::var_os("FAULT_TESTS_LOG").and_then(|path| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .ok()
-        });
-        std::thread::spawn(move || {
-            use std::io::Write;
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(file) = &mut tee {
-                    let _ = writeln!(file, "{line}");
-                }
-                if let Some(addr) = listening_addr(&line) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-                if let Ok(mut lines) = lines.lock() {
-                    lines.push(line);
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
-                server.addr = addr;
-                Ok(server)
-            }
-            Err(_) => {
-                let _ = server.child.kill();
-                let _ = server.child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "the server did not start; its log:\n{}",
-                    server.log_tail(30)
-                )
-            }
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    pub fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Number of log lines so far.
-    pub fn log_len(&self) -> usize {
-        self.log.lock().map(|l| l.len()).unwrap_or(0)
-    }
-
-    /// Log lines from `from` on.
-    pub fn log_since(&self, from: usize) -> Vec<String> {
-        self.log
-            .lock()
-            .map(|l| l.iter().skip(from).cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The last `n` log lines, one string.
-    pub fn log_tail(&self, n: usize) -> String {
-        self.log
-            .lock()
-            .map(|l| l[l.len().saturating_sub(n)..].join("\n"))
-            .unwrap_or_default()
-    }
-
-    /// Memory and descriptors now.
-    pub fn sample(&self) -> ProcSample {
-        let pid = self.pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        ProcSample {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-            fds,
-        }
-    }
-}
-
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// A response.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -440,92 +247,45 @@ impl Reply {
 /// One platform client: one keep-alive HTTP/1.1 connection, reopened after
 /// any failure.
 pub struct Client {
-    addr: SocketAddr,
-    connector: TlsConnector,
+    transport: transport::Client,
     keys: Arc<PlatformKeys>,
-    conn: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
     /// Sends one request; signed for `tenant` when given. Fails on
     /// transport errors and after [`REQUEST_TIMEOUT`].
     pub async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        tenant: Option<Uuid>,
-    ) -> anyhow::Result<Reply> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.send_once(method, path, body, tenant))
-            .await
-        {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                bail!("request hung for more than {REQUEST_TIMEOUT:?}")
-            }
-        }
-    }
-
-    async fn send_once(
-        &mut self,
+        &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         tenant: Option<Uuid>,
     ) -> anyhow::Result<Reply> {
         let full_path = format!("{BASE_PATH}{path}");
-        let mut request = Request::builder()
-            .method(method)
-            .uri(&full_path)
-            .header("host", "localhost");
+        let mut request = Request::builder().method(method).uri(&full_path);
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }
         if let Some(tenant) = tenant {
             request = request
-                .header("X-ManyWho-Platform-Key-ID", self.keys.platform_kid())
-                .header("X-ManyWho-Receiver-Key-ID", self.keys.receiver_kid())
+                .header(PLATFORM_KEY_HEADER, self.keys.platform_kid())
+                .header(RECEIVER_KEY_HEADER, self.keys.receiver_kid())
                 .header(
-                    "X-ManyWho-Signature",
+                    SIGNATURE_HEADER,
                     self.keys
                         .request_signature(tenant, &full_path, OffsetDateTime::now_utc())?,
                 );
         }
         let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let sender = match &mut self.conn {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => self.conn.insert(self.connect().await?),
-        };
-        sender.ready().await.context("connection not ready")?;
-        let response = sender.send_request(request).await.context("sending")?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("reading the response")?
-            .to_bytes();
-        Ok(Reply { status, body })
-    }
-
-    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-        let stream = tls_connect(&self.connector, self.addr).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+        let reply = self.transport.send(request).await?;
+        Ok(Reply {
+            status: reply.status.as_u16(),
+            body: reply.body,
+        })
     }
 
     /// Saves the given tokens in one request.
-    pub async fn save_tokens(&mut self, tenant: Uuid, tokens: &[String]) -> anyhow::Result<Reply> {
+    pub async fn save_tokens(&self, tenant: Uuid, tokens: &[String]) -> anyhow::Result<Reply> {
         let items: Vec<Value> = tokens.iter().map(|t| json!({ "token": t })).collect();
         let body = serde_json::to_vec(&items)?;
         self.send(
@@ -538,7 +298,7 @@ impl Client {
     }
 
     /// Deletes `ids` of `tenant` in one request.
-    pub async fn delete(&mut self, tenant: Uuid, ids: &[Uuid]) -> anyhow::Result<Reply> {
+    pub async fn delete(&self, tenant: Uuid, ids: &[Uuid]) -> anyhow::Result<Reply> {
         let body = serde_json::to_vec(ids)?;
         self.send(
             Method::DELETE,
@@ -550,7 +310,7 @@ impl Client {
     }
 
     /// Loads (tenant, id): `Ok(None)` on 404, the content's version on 200.
-    pub async fn load_version(&mut self, tenant: Uuid, id: Uuid) -> anyhow::Result<Option<u64>> {
+    pub async fn load_version(&self, tenant: Uuid, id: Uuid) -> anyhow::Result<Option<u64>> {
         let reply = self
             .send(
                 Method::GET,
@@ -582,7 +342,7 @@ impl Client {
     }
 
     /// `GET /health`.
-    pub async fn health(&mut self) -> anyhow::Result<Reply> {
+    pub async fn health(&self) -> anyhow::Result<Reply> {
         self.send(Method::GET, "/health", None, None).await
     }
 }

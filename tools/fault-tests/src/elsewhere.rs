@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The source tree this binary was built from.
+/// The source tree this binary was built from (it lives in `tools/fault-tests`).
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `git rev-parse --short HEAD`, with `+dirty` when the tree has changes.

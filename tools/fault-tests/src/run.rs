@@ -1,58 +1,28 @@
-//! `fault-tests`: the fault suite of issue 4, run against the real
-//! `flow-store` binary on loopback, ending in one report.
-//!
-//! ```text
-//! cargo run --release --bin fault-tests -- --full     # figures for docs/reliability.md
-//! cargo run --bin fault-tests -- --quick              # what tests/fault_quick.rs runs
-//! ```
-//!
-//! Each suite lives in `src/bin/fault_tests/` and returns a report with a
-//! `passed()` verdict; this file only parses flags, runs the suites in turn
-//! and prints. Suites that need root (tmpfs, `chattr`) skip loudly without
-//! it. Exit status: 0 all passed, 1 a suite failed, 2 the bench itself
-//! could not run.
-
-#[path = "fault_tests/abuse.rs"]
-mod abuse;
-#[path = "fault_tests/crash.rs"]
-mod crash;
-#[path = "fault_tests/disk.rs"]
-mod disk;
-#[path = "fault_tests/elsewhere.rs"]
-mod elsewhere;
-#[path = "fault_tests/harness.rs"]
-mod harness;
-#[path = "fault_tests/memory.rs"]
-mod memory;
-#[path = "fault_tests/writers.rs"]
-mod writers;
+//! The whole fault suite in one call: [`run`] starts each suite in turn
+//! against the given binary and prints one report; the `fault-tests`
+//! binary and the integration tests (`tests/common/faults.rs`) both call
+//! it. Suites that need root (tmpfs, `chattr`) skip loudly without it.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 
-/// Runs the fault suite against the flow-store binary and prints a report.
-#[derive(Debug, Parser)]
-#[command(name = "fault-tests")]
-struct Args {
-    /// A few crash cycles and ~10 s load phases (CI).
-    #[arg(long, conflicts_with = "full")]
-    quick: bool,
-    /// At least 50 crash cycles and one-minute load phases (the documented figures).
-    #[arg(long)]
-    full: bool,
-    /// The flow-store binary; default: next to this one.
-    #[arg(long)]
-    binary: Option<PathBuf>,
+use crate::{abuse, crash, disk, elsewhere, harness, memory, writers};
+
+/// What to run, against what.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--full` (at least 50 crash cycles, one-minute load phases: the
+    /// documented figures) or `--quick` (CI).
+    pub full: bool,
+    /// The flow-store binary under test.
+    pub binary: PathBuf,
     /// Where scratch directories go.
-    #[arg(long, default_value_os_t = std::env::temp_dir())]
-    scratch: PathBuf,
-    /// Only these suites (crash, writers, abuse, memory, disk, failure, elsewhere).
-    #[arg(long, value_delimiter = ',')]
-    only: Vec<String>,
+    pub scratch: PathBuf,
+    /// Only these suites (crash, writers, abuse, memory, disk, failure,
+    /// elsewhere); all when empty.
+    pub only: Vec<String>,
 }
 
 /// Everything that differs between `--quick` and `--full`.
@@ -129,70 +99,21 @@ impl Plan {
     }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    if let Err(e) = ensure_fd_headroom() {
-        eprintln!("fault-tests: {e:#}");
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fault-tests: starting the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            println!("\nRESULT: FAILED (see the lines marked FAIL)");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("fault-tests: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// Descriptors the bench needs: 500 slowloris connections on each side plus
 /// clients. The server inherits the limit.
 const FD_NEEDED: u64 = 4096;
 
-/// Re-executes through `sh -c 'ulimit -n …'` when the soft limit is too low
-/// (no libc call needed); once only, marked by an environment variable.
+/// Raises this process's soft limit on open files to [`FD_NEEDED`] (up to
+/// the hard limit); the servers it starts inherit it.
 fn ensure_fd_headroom() -> anyhow::Result<()> {
-    const MARK: &str = "FAULT_TESTS_RAISED_NOFILE";
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft: Option<u64> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse().ok());
-    if soft.is_none_or(|s| s >= FD_NEEDED) || std::env::var_os(MARK).is_some() {
-        return Ok(());
-    }
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let error = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n {FD_NEEDED} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
-        ))
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(MARK, "1")
-        .exec();
-    Err(anyhow::Error::new(error).context("re-executing with a higher descriptor limit"))
+    rlimit::increase_nofile_limit(FD_NEEDED)
+        .map(|_| ())
+        .context("raising the limit on open files")
 }
 
 /// The flow-store binary: `--binary`, else a sibling of this executable
 /// (or of its parent directory, for `target/*/deps`).
-fn locate_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub fn locate_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = given {
         anyhow::ensure!(path.is_file(), "--binary {} is not a file", path.display());
         return Ok(path);
@@ -214,15 +135,18 @@ fn locate_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn run(args: Args) -> anyhow::Result<bool> {
-    let plan = if args.full {
+/// Runs the suites `options` asks for and prints the report; `Ok(true)` when
+/// every invariant held, `Err` when the bench itself could not run.
+pub async fn run(options: RunOptions) -> anyhow::Result<bool> {
+    ensure_fd_headroom()?;
+    let plan = if options.full {
         Plan::full()
     } else {
         Plan::quick()
     };
-    let binary = locate_binary(args.binary)?;
-    let bench = harness::Bench::new(binary.clone(), &args.scratch)?;
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let binary = options.binary.clone();
+    let bench = harness::Bench::new(binary.clone(), &options.scratch)?;
+    let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let started = Instant::now();
     println!("flow-store fault suite ({} run)", plan.name);
     println!("  binary   {}", binary.display());

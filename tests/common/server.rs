@@ -1,0 +1,176 @@
+//! The library server in-process: [`Setup`] starts `App` on an ephemeral
+//! loopback port with a temporary sled directory, the test certificate and
+//! a [`ManualClock`], and hands back a [`Server`] whose clients play the
+//! platform of each configured store.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use flow_store::app::App;
+use flow_store::clock::ManualClock;
+use flow_store::config::Config;
+
+use super::client::{Client, Http, Now};
+use super::gate;
+use super::keys::StoreKeys;
+use super::tls::test_cert;
+use super::tokens::{Platform, T0};
+
+/// The default base path of the contract.
+pub const BASE: &str = "/api/storage/1";
+
+/// How to start an in-process server.
+pub struct Setup {
+    pub now: i64,
+    pub stores: Vec<StoreKeys>,
+    pub max_body_bytes: Option<u64>,
+    pub basic: Option<(String, String)>,
+    pub clock_skew_seconds: Option<u64>,
+    /// Reuse this directory (restart tests); a fresh one otherwise.
+    pub dir: Option<Arc<tempfile::TempDir>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            now: T0,
+            stores: vec![StoreKeys::generate()],
+            max_body_bytes: None,
+            basic: None,
+            clock_skew_seconds: None,
+            dir: None,
+        }
+    }
+}
+
+impl Setup {
+    pub async fn start(self) -> Server {
+        let gate = gate::shared();
+        let dir = self
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("tempdir")));
+        let cert = test_cert();
+        let (cert_path, key_path) = cert.write_to(&dir.path().join("tls"));
+
+        let mut cfg = Config::default();
+        cfg.server.listen = "127.0.0.1:0".to_string();
+        cfg.server.base_path = BASE.to_string();
+        if let Some(max) = self.max_body_bytes {
+            cfg.server.max_body_bytes = max;
+        }
+        cfg.tls.enabled = true;
+        cfg.tls.cert = cert_path;
+        cfg.tls.key = key_path;
+        cfg.storage.path = dir.path().join("data");
+        if let Some(skew) = self.clock_skew_seconds {
+            cfg.auth.clock_skew_seconds = skew;
+        }
+        if let Some((user, pass)) = &self.basic {
+            let file = dir.path().join("basic-password");
+            std::fs::write(&file, pass).expect("password file");
+            cfg.auth.basic_username = Some(user.clone());
+            cfg.auth.basic_password_file = Some(file);
+        }
+        cfg.stores = self
+            .stores
+            .iter()
+            .enumerate()
+            .map(|(i, k)| k.store_entry(&format!("test store {i}")))
+            .collect();
+
+        let clock = ManualClock::at_unix(self.now);
+        let now = Arc::new(AtomicI64::new(self.now));
+        let app = App::open(&cfg, Arc::new(clock.clone())).expect("App::open");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        let http = Http::new(addr, &cert.cert_der);
+        let clients = self
+            .stores
+            .iter()
+            .map(|k| Client {
+                http: http.clone(),
+                base: BASE.to_string(),
+                platform: Platform::new(k.clone()),
+                now: Now::Manual(now.clone()),
+                basic: self.basic.clone(),
+            })
+            .collect();
+        Server {
+            clients,
+            clock,
+            now,
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+            _gate: gate,
+        }
+    }
+}
+
+/// A running in-process server. Derefs to the [`Client`] of its first store.
+pub struct Server {
+    /// One client per configured store, in [`Setup::stores`] order.
+    pub clients: Vec<Client>,
+    pub clock: ManualClock,
+    now: Arc<AtomicI64>,
+    pub dir: Arc<tempfile::TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _gate: gate::Shared,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.clients[0]
+    }
+}
+
+impl Server {
+    /// Start with all defaults.
+    pub async fn start() -> Server {
+        Setup::default().start().await
+    }
+
+    /// Move the server's clock forward.
+    pub fn advance(&self, secs: i64) {
+        self.clock.advance(Duration::from_secs(secs as u64));
+        self.now.fetch_add(secs, Ordering::SeqCst);
+    }
+
+    /// Ask for shutdown without waiting.
+    pub fn trigger_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shut down, wait for `serve` to return Ok, and hand back the data
+    /// directory for a restart.
+    pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
+        self.trigger_shutdown();
+        let task = self.task.take().expect("running");
+        let result = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("serve did not return within 30 s of shutdown")
+            .expect("serve task panicked");
+        result.expect("serve returned an error on graceful shutdown");
+        self.dir.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.trigger_shutdown();
+    }
+}

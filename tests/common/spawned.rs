@@ -1,0 +1,178 @@
+//! The real `flow-store` binary: [`Deployment`] lays out a store directory
+//! (the test certificate under `tls/`, a store's keys under `keys/`, and a
+//! `config.toml` written by the crate's one config writer), and starts the
+//! binary with the one spawner the fault suite uses too
+//! ([`fault_tests::process`]), as a [`Running`] whose client plays the
+//! platform.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fault_tests::process::{ServerProcess, SpawnError};
+use flow_store::config::Config;
+
+use super::client::{Client, Http, Now};
+use super::gate;
+use super::keys::{jwk_json, StoreKeys};
+use super::server::BASE;
+use super::tls::{test_cert, TestCert};
+use super::tokens::Platform;
+
+/// A directory with TLS files, key files and a config for the binary.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub keys: StoreKeys,
+    pub cert: &'static TestCert,
+    config: Mutex<Config>,
+}
+
+impl Deployment {
+    /// Certificates under `tls/`, keys under `keys/` (receiver mode 600),
+    /// and `config.toml` with relative paths, listening on an ephemeral port.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = test_cert();
+        cert.write_to(&dir.path().join("tls"));
+        let keys = StoreKeys::generate();
+        let kdir = dir.path().join("keys");
+        std::fs::create_dir_all(&kdir).unwrap();
+        std::fs::write(kdir.join("platform.jwk"), jwk_json(&keys.platform_public())).unwrap();
+        let receiver = kdir.join("receiver.jwk");
+        std::fs::write(&receiver, jwk_json(&keys.receiver)).unwrap();
+        set_mode(&receiver, 0o600);
+        let d = Self {
+            dir,
+            keys,
+            cert,
+            config: Mutex::new(Config::local("127.0.0.1:0", "integration test store")),
+        };
+        d.configure(|_| {});
+        d
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Changes the configuration and rewrites `config.toml` from it.
+    pub fn configure(&self, change: impl FnOnce(&mut Config)) {
+        let mut config = self.config.lock().unwrap();
+        change(&mut config);
+        let text = config.to_toml().expect("config as TOML");
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Edits `config.toml` as text, the way an operator might break it:
+    /// replaces `from` (which must be there) with `to`.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        assert!(text.contains(from), "config has no {from:?}:\n{text}");
+        std::fs::write(self.config_path(), text.replacen(from, to, 1)).expect("write config");
+    }
+
+    /// Start `flow-store serve --config FILE` from an unrelated working
+    /// directory (relative paths must resolve against the file's directory).
+    /// Ok once it says `listening on`, Err if it exits first.
+    pub fn spawn(&self) -> Result<Running, Failed> {
+        self.spawn_with_env(&[])
+    }
+
+    /// As [`Deployment::spawn`], with extra environment variables.
+    pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> Result<Running, Failed> {
+        let gate = gate::shared();
+        let binary = Path::new(env!("CARGO_BIN_EXE_flow-store"));
+        let process = match ServerProcess::spawn(binary, &self.config_path(), env) {
+            Ok(process) => process,
+            Err(SpawnError::Exited { status, log }) => {
+                return Err(Failed {
+                    status,
+                    stderr: log,
+                })
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let client = Client {
+            http: Http::new(process.addr(), &self.cert.cert_der),
+            base: BASE.to_string(),
+            platform: Platform::new(self.keys.clone()),
+            now: Now::System,
+            basic: None,
+        };
+        Ok(Running {
+            process,
+            client,
+            _gate: gate,
+        })
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The binary exited before it served.
+#[derive(Debug)]
+pub struct Failed {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+/// A running `flow-store serve`. Derefs to its [`Client`].
+pub struct Running {
+    process: ServerProcess,
+    pub client: Client,
+    _gate: gate::Shared,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Running {
+    pub fn signal(&self, sig: &str) {
+        self.process
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("kill -{sig}: {e}"));
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.try_wait().is_none()
+    }
+
+    /// Wait for exit, failing the test after `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        match self.process.wait_exit(limit).await {
+            Some(status) => status,
+            None => {
+                self.process.kill();
+                panic!(
+                    "flow-store did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM and require a clean exit 0.
+    pub async fn terminate(mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIGTERM must exit 0, got {status}; stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.process.log_text()
+    }
+}
