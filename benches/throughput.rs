@@ -12,7 +12,7 @@ use flow_store::config::{KeySource, StoreEntry};
 use flow_store::keys::{generate_p384_jwk, KeyRing};
 use flow_store::platform::{Encryption, PlatformKeys};
 use flow_store::service::{KeyIds, Service};
-use flow_store::store::Store;
+use flow_store::store::sled::SledStore;
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -69,9 +69,10 @@ fn main() {
     let sim =
         PlatformKeys::from_json(&platform.to_string(), &public(&receiver)).expect("platform keys");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), flow_store::config::DEFAULT_CACHE_BYTES).expect("store");
+    let store =
+        SledStore::open(dir.path(), flow_store::config::DEFAULT_CACHE_BYTES).expect("store");
     let service = Arc::new(Service::new(
-        store,
+        Arc::new(store),
         ring,
         Arc::new(SystemClock),
         30,

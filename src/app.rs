@@ -23,7 +23,7 @@ use crate::keys::KeyRing;
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{self, ServerOptions};
 use crate::service::Service;
-use crate::store::Store;
+use crate::store::sled::SledStore;
 
 /// A store ready to serve.
 pub struct App {
@@ -57,12 +57,12 @@ impl App {
             None
         };
         let basic = load_basic_credentials(config)?;
-        let store = Store::open(&config.storage.path, config.storage.cache_capacity_bytes)
+        let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
             .with_context(|| {
                 format!("opening the database at {}", config.storage.path.display())
             })?;
         let service = Service::new(
-            store,
+            Arc::new(store),
             keys,
             clock,
             config.auth.clock_skew_seconds,
@@ -167,7 +167,8 @@ impl App {
         }
         service
             .store()
-            .flush()
+            .close()
+            .await
             .context("flushing the database on shutdown")?;
         log::info!("database flushed; stopped");
         Ok(())

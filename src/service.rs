@@ -36,9 +36,6 @@ pub enum ServiceError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A blocking task panicked or was cancelled.
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// The platform key and receiver key a request names (by kid).
@@ -70,7 +67,7 @@ pub struct SaveReport {
 
 /// The store's use cases, shared by every request.
 pub struct Service {
-    store: Store,
+    store: Arc<dyn Store>,
     keys: RwLock<Arc<KeyRing>>,
     opener: StateTokenOpener,
     clock: Arc<dyn Clock>,
@@ -88,7 +85,7 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// A service over `store` and `keys`.
     pub fn new(
-        store: Store,
+        store: Arc<dyn Store>,
         keys: KeyRing,
         clock: Arc<dyn Clock>,
         skew_seconds: u64,
@@ -123,8 +120,8 @@ impl Service {
     }
 
     /// The database.
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// The current instant.
@@ -172,8 +169,7 @@ impl Service {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ids = states.iter().map(|s| s.id).collect();
-        let store = self.store.clone();
-        let outcome = blocking(move || store.save_all(&states)).await?;
+        let outcome = self.store.save_all(states).await?;
         Ok(SaveReport { outcome, ids })
     }
 
@@ -184,9 +180,8 @@ impl Service {
         id: Uuid,
     ) -> Result<Option<String>, ServiceError> {
         let now = self.now();
-        let store = self.store.clone();
         let tenant = auth.tenant;
-        let Some(state) = blocking(move || store.get(tenant, id, now)).await? else {
+        let Some(state) = self.store.get(tenant, id, now).await? else {
             return Ok(None);
         };
         let keys = self.keys();
@@ -207,9 +202,7 @@ impl Service {
         auth: &Authenticated,
         ids: Vec<Uuid>,
     ) -> Result<usize, ServiceError> {
-        let store = self.store.clone();
-        let tenant = auth.tenant;
-        blocking(move || store.delete_all(tenant, &ids)).await
+        Ok(self.store.delete_all(auth.tenant, ids).await?)
     }
 
     /// Whether the database is wedged for good: only a restart helps, so
@@ -219,52 +212,14 @@ impl Service {
         matches!(result, Err(ServiceError::Store(StoreError::Stuck(_))))
     }
 
-    /// Writes, reads back and flushes a probe.
+    /// Writes, reads back and makes durable a probe.
     pub async fn health(&self) -> Result<(), ServiceError> {
-        let store = self.store.clone();
-        let now = self.now();
-        blocking(move || store.health_check(now)).await
+        Ok(self.store.health_check(self.now()).await?)
     }
 
     /// Purges expired states; returns how many.
     pub async fn purge_expired(&self) -> Result<usize, ServiceError> {
-        let store = self.store.clone();
-        let now = self.now();
-        blocking(move || store.purge_expired(now)).await
-    }
-}
-
-/// How long a storage call may take before the request gets 503.
-///
-/// Why: a sled 0.34 handle wedged by an I/O error (see
-/// [`crate::store::MIN_FREE_BYTES`]) blocks every later flush forever;
-/// without a bound each request would hang with it, and `/health` too.
-/// With it the failure is reported (503, logged). The blocked thread stays
-/// blocked; only a restart clears a wedged handle (acknowledged writes are
-/// flushed, so restarting loses nothing). Found by the storage-failure
-/// suite of `fault-tests`.
-pub const STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Runs a synchronous storage call off the async workers, within
-/// [`STORAGE_TIMEOUT`].
-async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
-where
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    bounded(STORAGE_TIMEOUT, f).await
-}
-
-async fn bounded<T, F>(limit: std::time::Duration, f: F) -> Result<T, ServiceError>
-where
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
-        Ok(joined) => joined
-            .map_err(|e| ServiceError::Internal(format!("storage task failed: {e}")))?
-            .map_err(ServiceError::from),
-        Err(_) => Err(ServiceError::Store(StoreError::Stuck(limit))),
+        Ok(self.store.purge_expired(self.now()).await?)
     }
 }
 
@@ -272,24 +227,11 @@ where
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_stuck_storage_call_becomes_unavailable() {
-        let limit = std::time::Duration::from_millis(50);
-        let stuck = bounded(limit, || {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            Ok(())
-        });
-        let err = stuck.await.unwrap_err();
-        assert!(
-            matches!(err, ServiceError::Store(StoreError::Stuck(_))),
-            "{err}"
-        );
-        assert_eq!(bounded(limit, || Ok(7)).await.unwrap(), 7);
-    }
-
     #[test]
     fn only_a_stuck_database_stops_the_watchdog() {
-        let stuck = Err(ServiceError::Store(StoreError::Stuck(STORAGE_TIMEOUT)));
+        let stuck = Err(ServiceError::Store(StoreError::Stuck(
+            std::time::Duration::from_secs(20),
+        )));
         assert!(Service::is_wedged(&stuck));
         assert!(!Service::is_wedged(&Err(ServiceError::Store(
             StoreError::DiskFull

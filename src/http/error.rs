@@ -119,7 +119,7 @@ impl From<ServiceError> for ApiError {
                 key_header(role)
             )),
             ServiceError::Store(store) => store_error(store),
-            ServiceError::Seal(_) | ServiceError::Internal(_) => {
+            ServiceError::Seal(_) => {
                 let mut e = Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error; see the store's log",

@@ -14,6 +14,7 @@
 use uuid::Uuid;
 
 use crate::model::{State, StateMeta};
+use crate::store::StoreError;
 
 /// The value format this release writes and reads.
 pub const VALUE_FORMAT: u8 = 1;
@@ -23,8 +24,14 @@ pub const DB_FORMAT_VERSION: u32 = 1;
 
 /// A stored value this release cannot read.
 #[derive(Debug, thiserror::Error)]
-#[error("stored state is corrupt or of an unknown format: {0}")]
+#[error("{0}")]
 pub struct DecodeError(pub &'static str);
+
+impl From<DecodeError> for StoreError {
+    fn from(error: DecodeError) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}
 
 /// The `states` key of (tenant, id).
 pub fn state_key(tenant: Uuid, id: Uuid) -> [u8; 32] {

@@ -1,0 +1,681 @@
+//! The sled engine: one embedded database on local disk, the single-node
+//! default. [`Database`] is the synchronous core (sled is synchronous):
+//! a save or delete of several states is one sled transaction, and every
+//! write returns only after `flush`, which fsyncs sled's log. [`SledStore`]
+//! is the [`Store`] the service holds: it runs each call on a blocking
+//! thread within [`STORAGE_TIMEOUT`].
+//!
+//! Everything sled-specific lives here: the on-disk layout ([`codec`]), the
+//! free-space guard, the storage timeout and [`StoreError::Stuck`].
+
+pub mod codec;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{SaveOutcome, Store, StoreError, StoreStats};
+use crate::model::State;
+
+const STATES_TREE: &str = "states";
+const EXPIRY_TREE: &str = "expiry";
+const META_TREE: &str = "meta";
+const FORMAT_KEY: &[u8] = b"format_version";
+const HEALTH_KEY: &[u8] = b"health_probe";
+
+/// Free space every save must leave on the database's filesystem, beyond
+/// twice its own size; below it saves are refused with
+/// [`StoreError::DiskFull`] and `/health` reports the disk full.
+///
+/// Why a guard instead of letting sled meet ENOSPC: sled 0.34 does not
+/// survive it. When writing a large value (a "blob", over ~128 KiB) fails,
+/// it leaks its claim on the I/O buffer and every later flush waits forever;
+/// when a log write fails, it latches the error for the life of the handle.
+/// Either way the store stays broken after space is freed, until a restart.
+/// Refusing early keeps sled from ever seeing a full disk, so the store
+/// answers 507 and recovers by itself once space is freed (proven by the
+/// disk-full suite of `fault-tests`). Another process filling the disk
+/// between the check and the write can still wedge sled.
+pub const MIN_FREE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long a storage call may take before the request gets 503.
+///
+/// Why: a sled 0.34 handle wedged by an I/O error (see [`MIN_FREE_BYTES`])
+/// blocks every later flush forever; without a bound each request would
+/// hang with it, and `/health` too. With it the failure is reported (503,
+/// logged). The blocked thread stays blocked; only a restart clears a
+/// wedged handle (acknowledged writes are flushed, so restarting loses
+/// nothing). Found by the storage-failure suite of `fault-tests`.
+pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The sled engine as the service holds it.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: Database,
+}
+
+impl SledStore {
+    /// Opens (creating if missing) the database at `path` with a page cache
+    /// of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        Database::open(path, cache_bytes).map(|db| SledStore { db })
+    }
+
+    /// Runs `call` on the database off the async workers, within
+    /// [`STORAGE_TIMEOUT`].
+    async fn call<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.db.clone();
+        bounded(STORAGE_TIMEOUT, move || call(&db)).await
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn engine(&self) -> &'static str {
+        "sled"
+    }
+
+    async fn save_all(&self, states: Vec<State>) -> Result<SaveOutcome, StoreError> {
+        self.call(move |db| db.save_all(&states)).await
+    }
+
+    async fn get(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<State>, StoreError> {
+        self.call(move |db| db.get(tenant, id, now)).await
+    }
+
+    async fn delete_all(&self, tenant: Uuid, ids: Vec<Uuid>) -> Result<usize, StoreError> {
+        self.call(move |db| db.delete_all(tenant, &ids)).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        self.call(move |db| db.purge_expired(now)).await
+    }
+
+    async fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.call(move |db| db.health_check(now)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.call(|db| db.stats()).await
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.call(|db| db.flush()).await
+    }
+}
+
+/// Runs `f` on a blocking thread; [`StoreError::Stuck`] if it has not
+/// returned within `limit`.
+async fn bounded<T, F>(limit: Duration, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(joined) => {
+            joined.map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+        }
+        Err(_) => Err(StoreError::Stuck(limit)),
+    }
+}
+
+/// The synchronous database. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Database {
+    db: sled::Db,
+    states: sled::Tree,
+    expiry: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+    // Free bytes the last save refused for lack of space needed (0 after a
+    // save succeeds). `/health` reports the disk full while they are still
+    // missing, so it agrees with what saves get.
+    space_wanted: Arc<AtomicU64>,
+    // One health probe at a time: overlapping probes (`/health` polled by a
+    // load balancer while the watchdog checks) overwrite each other's
+    // stamp and would read back the wrong one.
+    health_probe: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens (creating if missing) the database at `path` with a page cache
+    /// of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<Database, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+        })?;
+        let err = |e| sled_error(e, path);
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(err)?;
+        let store = Database {
+            states: db.open_tree(STATES_TREE).map_err(err)?,
+            expiry: db.open_tree(EXPIRY_TREE).map_err(err)?,
+            meta: db.open_tree(META_TREE).map_err(err)?,
+            db,
+            path: path.to_path_buf(),
+            space_wanted: Arc::new(AtomicU64::new(0)),
+            health_probe: Arc::new(Mutex::new(())),
+        };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        sled_error(e, &self.path)
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        match self.meta.get(FORMAT_KEY).map_err(|e| self.err(e))? {
+            None => {
+                self.meta
+                    .insert(FORMAT_KEY, &codec::DB_FORMAT_VERSION.to_be_bytes())
+                    .map_err(|e| self.err(e))?;
+                self.flush()
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found == codec::DB_FORMAT_VERSION {
+                    Ok(())
+                } else {
+                    Err(StoreError::UnsupportedFormat {
+                        found,
+                        supported: codec::DB_FORMAT_VERSION,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Refuses a write of `bytes` that would leave less than
+    /// [`MIN_FREE_BYTES`] free. A filesystem that cannot be asked is not
+    /// held against the write.
+    fn ensure_space(&self, bytes: u64) -> Result<(), StoreError> {
+        let wanted = bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES);
+        match fs2::available_space(&self.path) {
+            Ok(free) if free < wanted => {
+                self.space_wanted.store(wanted, Ordering::Relaxed);
+                Err(StoreError::DiskFull)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Saves `states` atomically; each replaces the stored one only if its
+    /// `updatedAt` is equal or newer. Durable when it returns.
+    pub fn save_all(&self, states: &[State]) -> Result<SaveOutcome, StoreError> {
+        let encoded: Vec<(&State, Vec<u8>)> =
+            states.iter().map(|s| (s, codec::encode(s))).collect();
+        let bytes = encoded.iter().map(|(_, v)| v.len() as u64).sum();
+        self.ensure_space(bytes)?;
+        let outcome = (&self.states, &self.expiry)
+            .transaction(|(tx_states, tx_expiry)| {
+                let mut outcome = SaveOutcome::default();
+                for (state, value) in &encoded {
+                    let key = codec::state_key(state.tenant, state.id);
+                    if let Some(old) = tx_states.get(key)? {
+                        let old_meta = codec::decode_meta(&old)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        if old_meta.updated_at > state.meta.updated_at {
+                            outcome.ignored += 1;
+                            continue;
+                        }
+                        if let Some(at) = &old_meta.expires_at {
+                            tx_expiry.remove(
+                                &codec::expiry_key(at.unix_nanos(), state.tenant, state.id)[..],
+                            )?;
+                        }
+                    }
+                    tx_states.insert(&key[..], value.as_slice())?;
+                    if let Some(at) = &state.meta.expires_at {
+                        tx_expiry.insert(
+                            &codec::expiry_key(at.unix_nanos(), state.tenant, state.id)[..],
+                            &[][..],
+                        )?;
+                    }
+                    outcome.applied += 1;
+                }
+                Ok(outcome)
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()?;
+        self.space_wanted.store(0, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// The state (tenant, id), or `None` if absent or expired at `now`.
+    pub fn get(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<State>, StoreError> {
+        let Some(value) = self
+            .states
+            .get(codec::state_key(tenant, id))
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(None);
+        };
+        let state = codec::decode(tenant, id, &value)?;
+        Ok((!state.is_expired(now)).then_some(state))
+    }
+
+    /// Deletes (tenant, id) for each id atomically; unknown ids are ignored.
+    /// Returns how many existed. Durable when it returns.
+    pub fn delete_all(&self, tenant: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        let removed = (&self.states, &self.expiry)
+            .transaction(|(tx_states, tx_expiry)| {
+                let mut removed = 0;
+                for &id in ids {
+                    if let Some(old) = tx_states.remove(&codec::state_key(tenant, id)[..])? {
+                        removed += 1;
+                        let meta = codec::decode_meta(&old)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        if let Some(at) = &meta.expires_at {
+                            tx_expiry
+                                .remove(&codec::expiry_key(at.unix_nanos(), tenant, id)[..])?;
+                        }
+                    }
+                }
+                Ok(removed)
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Removes every state whose `expiresAt` is at or before `now`.
+    /// Returns how many were removed.
+    pub fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let bound = codec::expiry_upper_bound(now.unix_timestamp_nanos());
+        let mut purged = 0;
+        for entry in self.expiry.range(..&bound[..]) {
+            let (index_key, _) = entry.map_err(|e| self.err(e))?;
+            let Some((tenant, id)) = codec::expiry_key_state(&index_key) else {
+                continue;
+            };
+            purged += self.purge_one(&index_key, tenant, id, now)?;
+        }
+        if purged > 0 {
+            self.flush()?;
+        }
+        Ok(purged)
+    }
+
+    // Removes one expired state, re-checking inside the transaction in case
+    // a concurrent save just replaced it with a fresher version.
+    fn purge_one(
+        &self,
+        index_key: &[u8],
+        tenant: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<usize, StoreError> {
+        (&self.states, &self.expiry)
+            .transaction(|(tx_states, tx_expiry)| {
+                tx_expiry.remove(index_key)?;
+                let key = codec::state_key(tenant, id);
+                let Some(value) = tx_states.get(key)? else {
+                    return Ok(0);
+                };
+                let meta =
+                    codec::decode_meta(&value).map_err(ConflictableTransactionError::Abort)?;
+                let expired = meta.expires_at.as_ref().is_some_and(|e| e.instant() <= now);
+                if expired {
+                    tx_states.remove(&key[..])?;
+                    Ok(1)
+                } else {
+                    Ok(0)
+                }
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// Proves the database can be written, read back and flushed.
+    pub fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        // Unhealthy while even a small save would be refused, or while the
+        // space the last refused save needed is still missing.
+        let wanted = self.space_wanted.load(Ordering::Relaxed);
+        if let Ok(free) = fs2::available_space(&self.path) {
+            if free < wanted.max(MIN_FREE_BYTES) {
+                return Err(StoreError::DiskFull);
+            }
+        }
+        // A poisoned lock only means another probe panicked; the unit value
+        // it guards cannot be left inconsistent.
+        let _probe = self
+            .health_probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stamp = now.unix_timestamp_nanos().to_be_bytes();
+        self.meta
+            .insert(HEALTH_KEY, &stamp)
+            .map_err(|e| self.err(e))?;
+        let back = self.meta.get(HEALTH_KEY).map_err(|e| self.err(e))?;
+        if back.as_deref() != Some(&stamp[..]) {
+            return Err(StoreError::Unavailable(
+                "health probe read back a different value".into(),
+            ));
+        }
+        self.flush()
+    }
+
+    /// Counts and size. sled counts by walking the tree: O(states).
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        Ok(StoreStats {
+            states: self.states.len() as u64,
+            bytes_on_disk: self.db.size_on_disk().map_err(|e| self.err(e))?,
+        })
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn tx_err(&self, e: TransactionError<codec::DecodeError>) -> StoreError {
+        match e {
+            TransactionError::Abort(decode) => StoreError::from(decode),
+            TransactionError::Storage(e) => self.err(e),
+        }
+    }
+}
+
+/// Classifies a sled error.
+fn sled_error(error: sled::Error, path: &Path) -> StoreError {
+    const ENOSPC: i32 = 28;
+    let sled::Error::Io(io) = error else {
+        return StoreError::Unavailable(error.to_string());
+    };
+    if io.raw_os_error() == Some(ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull {
+        return StoreError::DiskFull;
+    }
+    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") {
+        return StoreError::Locked(path.to_path_buf());
+    }
+    StoreError::Unavailable(io.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{StateMeta, Timestamp};
+
+    fn state(tenant: Uuid, id: Uuid, updated: &str, expires: Option<&str>, content: &str) -> State {
+        State {
+            tenant,
+            id,
+            meta: StateMeta {
+                parent: None,
+                flow: None,
+                flow_version: None,
+                current_map_element: None,
+                current_user: None,
+                is_done: false,
+                created_at: None,
+                updated_at: Timestamp::parse(updated).unwrap(),
+                expires_at: expires.map(|e| Timestamp::parse(e).unwrap()),
+            },
+            content: content.into(),
+        }
+    }
+
+    fn at(text: &str) -> OffsetDateTime {
+        Timestamp::parse(text).unwrap().instant()
+    }
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+    const TEST_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+    /// Opens a database this process just closed: sled's background
+    /// flusher keeps it (and its lock) for up to one flush interval after
+    /// the last handle is dropped.
+    fn reopen(path: &Path) -> Database {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Database::open(path, TEST_CACHE_BYTES) {
+                Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
+    /// `/health` from a load balancer and the watchdog's check overlap; each
+    /// must read back its own probe, not fail on the other's.
+    #[test]
+    fn concurrent_health_checks_all_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let threads: Vec<_> = (0..8i64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..50i64)
+                        .map(|i| {
+                            let now = at(NOW) + time::Duration::nanoseconds(t * 1000 + i);
+                            store.health_check(now).map_err(|e| e.to_string())
+                        })
+                        .filter(Result::is_err)
+                        .count()
+                })
+            })
+            .collect();
+        let failed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            failed, 0,
+            "{failed} of 400 overlapping health checks failed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stuck_storage_call_becomes_stuck_not_a_hang() {
+        let limit = Duration::from_millis(50);
+        let stuck = bounded(limit, || {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        });
+        let err = stuck.await.unwrap_err();
+        assert!(matches!(err, StoreError::Stuck(_)), "{err}");
+        assert_eq!(bounded(limit, || Ok(7)).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn the_engine_answers_through_the_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), TEST_CACHE_BYTES).unwrap());
+        assert_eq!(store.engine(), "sled");
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        let saved = store
+            .save_all(vec![state(t, i, NOW, None, "via the trait")])
+            .await
+            .unwrap();
+        assert_eq!(saved.applied, 1);
+        let got = store.get(t, i, at(NOW)).await.unwrap().unwrap();
+        assert_eq!(got.content, "via the trait");
+        let stats = store.stats().await.unwrap();
+        assert_eq!(stats.states, 1);
+        assert!(stats.bytes_on_disk > 0);
+        store.health_check(at(NOW)).await.unwrap();
+        assert_eq!(store.delete_all(t, vec![i]).await.unwrap(), 1);
+        assert!(store.get(t, i, at(NOW)).await.unwrap().is_none());
+        store.close().await.unwrap();
+    }
+
+    #[test]
+    fn newest_updated_at_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        store
+            .save_all(&[state(t, i, "2026-01-01T10:00:00+01:00", None, "one")])
+            .unwrap();
+        let older = store
+            .save_all(&[state(t, i, "2026-01-01T08:59:59.9999999Z", None, "old")])
+            .unwrap();
+        assert_eq!(
+            older,
+            SaveOutcome {
+                applied: 0,
+                ignored: 1
+            }
+        );
+        assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "one");
+        let equal = store
+            .save_all(&[state(t, i, "2026-01-01T09:00:00Z", None, "same")])
+            .unwrap();
+        assert_eq!(equal.applied, 1);
+        assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "same");
+    }
+
+    #[test]
+    fn tenants_are_isolated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (a, b, id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        store.save_all(&[state(a, id, NOW, None, "a")]).unwrap();
+        store.save_all(&[state(b, id, NOW, None, "b")]).unwrap();
+        store.delete_all(a, &[id]).unwrap();
+        assert!(store.get(a, id, at(NOW)).unwrap().is_none());
+        assert_eq!(store.get(b, id, at(NOW)).unwrap().unwrap().content, "b");
+    }
+
+    #[test]
+    fn expiry_hides_then_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (t, i, j) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        store
+            .save_all(&[
+                state(t, i, NOW, Some("2026-01-02T00:00:00Z"), "x"),
+                state(t, j, NOW, None, "forever"),
+            ])
+            .unwrap();
+        assert!(store
+            .get(t, i, at("2026-01-01T23:59:59Z"))
+            .unwrap()
+            .is_some());
+        assert!(store
+            .get(t, i, at("2026-01-02T00:00:00Z"))
+            .unwrap()
+            .is_none());
+        assert_eq!(store.purge_expired(at("2026-01-01T12:00:00Z")).unwrap(), 0);
+        assert_eq!(store.purge_expired(at("2026-01-03T00:00:00Z")).unwrap(), 1);
+        assert_eq!(store.stats().unwrap().states, 1);
+    }
+
+    #[test]
+    fn refreshed_expiry_is_not_purged_by_the_old_index_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        store
+            .save_all(&[state(t, i, NOW, Some("2026-01-02T00:00:00Z"), "v1")])
+            .unwrap();
+        store
+            .save_all(&[state(
+                t,
+                i,
+                "2026-01-01T01:00:00Z",
+                Some("2026-02-01T00:00:00Z"),
+                "v2",
+            )])
+            .unwrap();
+        assert_eq!(store.purge_expired(at("2026-01-03T00:00:00Z")).unwrap(), 0);
+        assert_eq!(
+            store
+                .get(t, i, at("2026-01-03T00:00:00Z"))
+                .unwrap()
+                .unwrap()
+                .content,
+            "v2"
+        );
+    }
+
+    #[test]
+    fn a_database_from_a_newer_release_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // No background flusher: it would hold the database (and its
+            // lock) for a moment after the drop.
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
+            let meta = db.open_tree(META_TREE).unwrap();
+            meta.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        match Database::open(dir.path(), TEST_CACHE_BYTES) {
+            Err(StoreError::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+            }) => {}
+            other => panic!("expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn saves_are_refused_while_free_space_is_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        store.save_all(&[state(t, i, NOW, None, "small")]).unwrap();
+        // No filesystem has this much free: the guard must refuse, and
+        // nothing may change.
+        let err = store.ensure_space(u64::MAX / 4).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err}");
+        assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "small");
+        store.ensure_space(0).unwrap();
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+            store.save_all(&[state(t, i, NOW, None, "kept")]).unwrap();
+            store.health_check(at(NOW)).unwrap();
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "kept");
+    }
+}
