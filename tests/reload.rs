@@ -231,6 +231,55 @@ fn simulate_keeps_a_padded_state_across_save_and_load() {
     drop(run);
 }
 
+/// An operator's self-signed certificate, as `openssl req -x509` makes it
+/// (it says CA:TRUE), given to `simulate --ca`: accepted because it is
+/// byte for byte the server's own (pinned), while curl-like chain checks
+/// alone refuse a CA used as the server's certificate. Another such
+/// certificate is still refused.
+#[test]
+fn simulate_pins_a_self_signed_ca_certificate() {
+    let d = Deployment::new();
+    let self_signed = |name: &str| {
+        let mut params =
+            rcgen::CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    };
+    let (cert, key) = self_signed("store.example.com");
+    let tls = d.dir.path().join("tls");
+    std::fs::write(tls.join("cert.pem"), &cert).unwrap();
+    std::fs::write(tls.join("key.pem"), &key).unwrap();
+    let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    let url = format!("https://127.0.0.1:{}{BASE}", run.http.addr.port());
+    let cwd = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_flow-store");
+    let simulate = |ca: &str| {
+        let mut command = simulate_command(bin, cwd.path(), &url, &d.keys, &d);
+        // simulate_command wrote the test certificate as ca.pem: replace it.
+        std::fs::write(cwd.path().join("ca.pem"), ca).unwrap();
+        command.output().expect("run simulate")
+    };
+    let pinned = simulate(&cert);
+    let stdout = String::from_utf8_lossy(&pinned.stdout);
+    assert!(
+        pinned.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    assert!(stdout.contains("all steps passed"), "{stdout}");
+    let (other, _) = self_signed("store.example.com");
+    let refused = simulate(&other);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{text}");
+    assert!(text.contains("invalid peer certificate"), "{text}");
+    drop(run);
+}
+
 /// `flow-store simulate` against `url` as the platform of `keys`, trusting
 /// the deployment's certificate; the key and CA files go to `dir`.
 fn simulate_command(bin: &str, dir: &Path, url: &str, keys: &StoreKeys, d: &Deployment) -> Command {
