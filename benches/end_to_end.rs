@@ -1,0 +1,490 @@
+//! The figure operators care about: durable saves and loads per second
+//! through the real server (TLS, HTTP/2, JOSE, sled, fsync before every
+//! 204), next to the floor the cryptography alone sets, measured in the same
+//! run with the library the server uses (OpenSSL, through josekit).
+//!
+//! The release `flow-store` binary serves on loopback; N concurrent HTTP/2
+//! clients (one connection each, one request in flight each) send requests
+//! built and signed before the clock starts, so the client's own
+//! cryptography does not compete. With two cores or more, the server is
+//! pinned to core 0 and this process to core 1 (`taskset`), so the server's
+//! figure is per core. Asserts nothing; prints figures.
+//!
+//! Run: `cargo bench --bench end_to_end` (`-- --quick` for a short run,
+//! `-- --clients N` to change the concurrency, default 32).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fault_tests::process::ServerProcess;
+use flow_store::client::{Client, ClientOptions, Protocol, Trust};
+use flow_store::config::Config;
+use flow_store::http::auth::{PLATFORM_KEY_HEADER, RECEIVER_KEY_HEADER, SIGNATURE_HEADER};
+use flow_store::platform::{Encryption, PlatformKeys};
+use http_body_util::Full;
+use hyper::{Method, Request, StatusCode};
+use openssl::derive::Deriver;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::sign::{Signer, Verifier};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const BASE: &str = "/api/storage/1";
+
+/// What one run measures.
+struct Plan {
+    clients: usize,
+    small_requests: usize,
+    large_requests: usize,
+    floor_seconds: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let clients = args
+        .iter()
+        .position(|a| a == "--clients")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(32);
+    let plan = Plan {
+        clients,
+        small_requests: if quick { 640 } else { 3200 },
+        large_requests: if quick { 64 } else { 320 },
+        floor_seconds: if quick { 0.5 } else { 2.0 },
+    };
+    let bench = Bench::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench.run(&plan));
+}
+
+/// The server under test and what the clients need to talk to it.
+struct Bench {
+    _dir: tempfile::TempDir,
+    server: ServerProcess,
+    keys: Arc<PlatformKeys>,
+    trust: Trust,
+    pinned: bool,
+}
+
+impl Bench {
+    fn start() -> Bench {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        for sub in ["keys", "tls"] {
+            std::fs::create_dir_all(root.join(sub)).expect("directories");
+        }
+        let platform = flow_store::keys::generate_p384_jwk().expect("platform key");
+        let receiver = flow_store::keys::generate_p384_jwk().expect("receiver key");
+        let platform_public = flow_store::keys::public_jwk(&platform).expect("public key");
+        write_private(
+            &root.join("keys/platform.jwk"),
+            &platform_public.to_string(),
+        );
+        write_private(&root.join("keys/receiver.jwk"), &receiver.to_string());
+        let (cert, key) = flow_store::server::tls::self_signed_localhost().expect("certificate");
+        write_private(&root.join("tls/cert.pem"), &cert);
+        write_private(&root.join("tls/key.pem"), &key);
+        let config = Config::local("127.0.0.1:0", "end-to-end bench");
+        std::fs::write(root.join("config.toml"), config.to_toml().expect("config"))
+            .expect("config");
+        let binary = Path::new(env!("CARGO_BIN_EXE_flow-store"));
+        let server = ServerProcess::spawn(binary, &root.join("config.toml"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())
+            .expect("platform keys");
+        let pinned = pin(server.pid());
+        Bench {
+            _dir: dir,
+            server,
+            keys: Arc::new(keys),
+            trust: Trust::pem(cert.as_bytes()).expect("trust"),
+            pinned,
+        }
+    }
+
+    async fn run(&self, plan: &Plan) {
+        println!("flow-store end-to-end benchmark");
+        println!(
+            "  server   {} (release), pid {}, {}",
+            env!("CARGO_BIN_EXE_flow-store"),
+            self.server.pid(),
+            if self.pinned {
+                "pinned to core 0; this client pinned to core 1"
+            } else {
+                "NOT pinned (one core, or taskset missing): server and client share the machine"
+            }
+        );
+        println!(
+            "  clients  {} HTTP/2 connections, one request in flight each",
+            plan.clients
+        );
+        let floor = CryptoFloor::measure(plan.floor_seconds);
+        floor.print();
+        let idle = self.server.sample();
+        println!("  server RSS idle {:.1} MiB", idle.rss_kib as f64 / 1024.0);
+        let clients = self.clients(plan.clients).await;
+        for (label, bytes, count) in [
+            ("1 KiB", 1024, plan.small_requests),
+            ("256 KiB", 256 * 1024, plan.large_requests),
+        ] {
+            let tenant = Uuid::new_v4();
+            let saves = self.build_saves(tenant, bytes, count);
+            let ids: Vec<Uuid> = saves.iter().map(|(id, _)| *id).collect();
+            let requests = saves.into_iter().map(|(_, request)| request).collect();
+            let save = drive(&clients, requests, StatusCode::NO_CONTENT).await;
+            save.print(
+                &format!("save {label}"),
+                bytes,
+                Some(floor.saves_per_second()),
+            );
+            let loads = self.build_loads(tenant, &ids);
+            let load = drive(&clients, loads, StatusCode::OK).await;
+            load.print(
+                &format!("load {label}"),
+                bytes,
+                Some(floor.loads_per_second()),
+            );
+        }
+        let peak = self.server.sample();
+        println!(
+            "  server RSS after the run {:.1} MiB, peak {:.1} MiB",
+            peak.rss_kib as f64 / 1024.0,
+            peak.hwm_kib as f64 / 1024.0
+        );
+    }
+
+    /// One client per connection, each connected (TLS and HTTP/2 set up)
+    /// before anything is timed.
+    async fn clients(&self, count: usize) -> Vec<Client> {
+        let url = format!("https://{}", self.server.addr());
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            let options = ClientOptions {
+                protocol: Protocol::Http2,
+                ..ClientOptions::new(self.trust.clone())
+            };
+            let client = Client::new(&url, options).expect("client");
+            let health = Request::get(format!("{BASE}/health"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let reply = client.send(health).await.expect("health");
+            assert_eq!(reply.status, StatusCode::OK, "the server is not healthy");
+            clients.push(client);
+        }
+        clients
+    }
+
+    /// `count` saves of one new state each, `bytes` of content, signed now.
+    fn build_saves(&self, tenant: Uuid, bytes: usize, count: usize) -> Vec<(Uuid, Prepared)> {
+        let started = Instant::now();
+        let content = json!({ "padding": pseudo_random_text(bytes) }).to_string();
+        let path = format!("{BASE}/states/{tenant}");
+        let built = (0..count)
+            .map(|_| {
+                let id = Uuid::new_v4();
+                let at = OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("timestamp");
+                let state = json!({
+                    "id": id, "tenant": tenant, "parent": null, "flow": null, "flowVersion": null,
+                    "currentMapElement": null, "currentUser": null, "isDone": false,
+                    "createdAt": at, "updatedAt": at, "expiresAt": null, "content": content,
+                });
+                let token = self
+                    .keys
+                    .state_token(
+                        tenant,
+                        &state,
+                        OffsetDateTime::now_utc(),
+                        Encryption::default(),
+                    )
+                    .expect("state token");
+                let body = json!([{ "token": token }]).to_string();
+                (
+                    id,
+                    self.prepare(Method::POST, &path, tenant, Bytes::from(body)),
+                )
+            })
+            .collect();
+        println!(
+            "  (built {count} signed saves of {bytes} bytes in {:.1} s, not timed)",
+            started.elapsed().as_secs_f64()
+        );
+        built
+    }
+
+    /// One load of each state, signed now.
+    fn build_loads(&self, tenant: Uuid, ids: &[Uuid]) -> Vec<Prepared> {
+        ids.iter()
+            .map(|id| {
+                let path = format!("{BASE}/states/{tenant}/{id}");
+                self.prepare(Method::GET, &path, tenant, Bytes::new())
+            })
+            .collect()
+    }
+
+    fn prepare(&self, method: Method, path: &str, tenant: Uuid, body: Bytes) -> Prepared {
+        let signature = self
+            .keys
+            .request_signature(tenant, path, OffsetDateTime::now_utc())
+            .expect("request signature");
+        Prepared {
+            method,
+            path: path.to_string(),
+            headers: [
+                (PLATFORM_KEY_HEADER, self.keys.platform_kid().to_string()),
+                (RECEIVER_KEY_HEADER, self.keys.receiver_kid().to_string()),
+                (SIGNATURE_HEADER, signature),
+            ],
+            body,
+        }
+    }
+}
+
+/// A request built before the clock starts.
+struct Prepared {
+    method: Method,
+    path: String,
+    headers: [(&'static str, String); 3],
+    body: Bytes,
+}
+
+impl Prepared {
+    fn request(self) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(self.method)
+            .uri(self.path)
+            .header("content-type", "application/json");
+        for (name, value) in self.headers {
+            request = request.header(name, value);
+        }
+        request.body(Full::new(self.body)).expect("request")
+    }
+}
+
+/// What one phase measured.
+struct Phase {
+    latencies: Vec<Duration>,
+    failures: usize,
+    first_failure: Option<String>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let pick = |q: f64| {
+            sorted
+                .get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let rate = self.latencies.len() as f64 / self.elapsed.as_secs_f64();
+        let mib = rate * bytes as f64 / (1024.0 * 1024.0);
+        let ratio = floor.map_or(String::new(), |f| format!("  {:.2}x the floor", rate / f));
+        println!(
+            "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {}){ratio}",
+            pick(0.5),
+            pick(0.99),
+            pick(0.999),
+            self.latencies.len(),
+            self.failures,
+        );
+        if let Some(failure) = &self.first_failure {
+            println!("                first failure: {failure}");
+        }
+    }
+}
+
+/// Sends every request over `clients`, one in flight per client; every
+/// answer must be `expected`.
+async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode) -> Phase {
+    let queue = Arc::new(Mutex::new(VecDeque::from(requests)));
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .map(|client| {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = Vec::new();
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(prepared) = next else { break };
+                    let sent = Instant::now();
+                    match client.send(prepared.request()).await {
+                        Ok(reply) if reply.status == expected => latencies.push(sent.elapsed()),
+                        Ok(reply) => failures.push(format!(
+                            "{} {}",
+                            reply.status,
+                            String::from_utf8_lossy(&reply.body)
+                        )),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut phase = Phase {
+        latencies: Vec::new(),
+        failures: 0,
+        first_failure: None,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latencies, failures) = task.await.expect("client task");
+        phase.latencies.extend(latencies);
+        phase.failures += failures.len();
+        if phase.first_failure.is_none() {
+            phase.first_failure = failures.into_iter().next();
+        }
+    }
+    phase.elapsed = started.elapsed();
+    phase
+}
+
+/// The cost of the P-384 operations one request needs, single-threaded,
+/// with OpenSSL (what josekit, and so the server, uses).
+struct CryptoFloor {
+    verify: f64,
+    sign: f64,
+    agree: f64,
+    keygen: f64,
+}
+
+impl CryptoFloor {
+    fn measure(seconds: f64) -> CryptoFloor {
+        let group = EcGroup::from_curve_name(Nid::SECP384R1).expect("P-384");
+        let key = || PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+        let (ours, theirs) = (key(), key());
+        let message = [7u8; 600];
+        let signature = sign(&ours, &message);
+        let verify = rate(seconds, || {
+            let mut verifier = Verifier::new(MessageDigest::sha384(), &ours).expect("verifier");
+            verifier.update(&message).expect("update");
+            assert!(verifier.verify(&signature).expect("verify"));
+        });
+        let sign = rate(seconds, || {
+            sign(&ours, &message);
+        });
+        let agree = rate(seconds, || {
+            let mut deriver = Deriver::new(&ours).expect("deriver");
+            deriver.set_peer(&theirs).expect("peer");
+            deriver.derive_to_vec().expect("derive");
+        });
+        let keygen = rate(seconds, || {
+            EcKey::generate(&group).expect("key");
+        });
+        CryptoFloor {
+            verify,
+            sign,
+            agree,
+            keygen,
+        }
+    }
+
+    /// A save: the request signature and the inner JWS verified, one key
+    /// agreement with the receiver's static key.
+    fn saves_per_second(&self) -> f64 {
+        1.0 / (2.0 / self.verify + 1.0 / self.agree)
+    }
+
+    /// A load: the request signature verified, the reply signed, an
+    /// ephemeral key generated and agreed with the platform key.
+    fn loads_per_second(&self) -> f64 {
+        1.0 / (1.0 / self.verify + 1.0 / self.sign + 1.0 / self.keygen + 1.0 / self.agree)
+    }
+
+    fn print(&self) {
+        println!(
+            "  crypto floor (OpenSSL {}, one core): ES384 verify {:.0}/s, sign {:.0}/s, ECDH {:.0}/s, keygen {:.0}/s",
+            openssl::version::version(),
+            self.verify,
+            self.sign,
+            self.agree,
+            self.keygen
+        );
+        println!(
+            "  floor: save (2 verify + 1 ECDH) {:.0}/s, load (verify + sign + keygen + ECDH) {:.0}/s",
+            self.saves_per_second(),
+            self.loads_per_second()
+        );
+    }
+}
+
+fn sign(key: &PKey<Private>, message: &[u8]) -> Vec<u8> {
+    let mut signer = Signer::new(MessageDigest::sha384(), key).expect("signer");
+    signer.update(message).expect("update");
+    signer.sign_to_vec().expect("sign")
+}
+
+/// Operations per second of `op`, run for about `seconds`.
+fn rate(seconds: f64, mut op: impl FnMut()) -> f64 {
+    op();
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        op();
+        count += 1;
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Pins `server` to core 0 and this process to core 1, when there are two
+/// cores and `taskset` (util-linux). New threads inherit the pinning.
+fn pin(server: u32) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return false;
+    }
+    let taskset = |core: &str, pid: u32| {
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", core, &pid.to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    taskset("0", server) && taskset("1", std::process::id())
+}
+
+/// `len` characters of text that does not compress (a state is often
+/// already dense JSON).
+fn pseudo_random_text(len: usize) -> String {
+    let mut state = Uuid::new_v4().as_u128() as u64 | 1;
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            alphabet[(state % alphabet.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create file");
+    file.write_all(text.as_bytes()).expect("write file");
+}
