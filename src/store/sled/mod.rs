@@ -9,6 +9,7 @@
 //! free-space guard, the storage timeout and [`StoreError::Stuck`].
 
 pub mod codec;
+pub mod reserve;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 use super::{SaveOutcome, Store, StoreError, StoreStats};
 use crate::model::State;
+use reserve::{Reserve, RESERVE_BYTES};
 
 const STATES_TREE: &str = "states";
 const EXPIRY_TREE: &str = "expiry";
@@ -151,6 +153,8 @@ pub struct Database {
     // load balancer while the watchdog checks) overwrite each other's
     // stamp and would read back the wrong one.
     health_probe: Arc<Mutex<()>>,
+    // Space set aside for opening on a full disk (see `reserve`).
+    reserve: Arc<Reserve>,
 }
 
 impl std::fmt::Debug for Database {
@@ -168,12 +172,25 @@ impl Database {
         std::fs::create_dir_all(path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
+        let reserve = Reserve::new(path);
+        // Before sled writes anything: an open that meets a full disk can
+        // leave a broken snapshot file behind (found by the disk-full suite).
+        let free = fs2::available_space(path).unwrap_or(u64::MAX);
+        if free < MIN_FREE_BYTES && reserve.is_held() {
+            log::warn!(
+                "the disk holding the database at {} is full ({} KiB free): releasing the {} MiB \
+                 space reserve so that stored states can still be loaded; saves are refused \
+                 until space is freed on that filesystem",
+                path.display(),
+                free >> 10,
+                RESERVE_BYTES >> 20
+            );
+            reserve.release().map_err(|e| {
+                StoreError::Unavailable(format!("cannot release the space reserve: {e}"))
+            })?;
+        }
+        let db = open_sled(path, cache_bytes)?;
         let err = |e| sled_error(e, path);
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(err)?;
         let store = Database {
             states: db.open_tree(STATES_TREE).map_err(err)?,
             expiry: db.open_tree(EXPIRY_TREE).map_err(err)?,
@@ -182,8 +199,18 @@ impl Database {
             path: path.to_path_buf(),
             space_wanted: Arc::new(AtomicU64::new(0)),
             health_probe: Arc::new(Mutex::new(())),
+            reserve: Arc::new(reserve),
         };
         store.check_format()?;
+        if !store.reserve.restore(MIN_FREE_BYTES) {
+            log::warn!(
+                "the disk holding the database at {} has less than {} MiB free: saves are \
+                 refused (507) and /health reports the disk full until space is freed; \
+                 stored states can still be loaded",
+                path.display(),
+                (RESERVE_BYTES + MIN_FREE_BYTES) >> 20
+            );
+        }
         Ok(store)
     }
 
@@ -225,6 +252,12 @@ impl Database {
     /// held against the write.
     fn ensure_space(&self, bytes: u64) -> Result<(), StoreError> {
         let wanted = bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES);
+        // A released reserve comes back before any save is accepted.
+        if !self.reserve.restore(wanted) {
+            self.space_wanted
+                .store(wanted.saturating_add(RESERVE_BYTES), Ordering::Relaxed);
+            return Err(StoreError::DiskFull);
+        }
         match fs2::available_space(&self.path) {
             Ok(free) if free < wanted => {
                 self.space_wanted.store(wanted, Ordering::Relaxed);
@@ -369,6 +402,9 @@ impl Database {
     pub fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError> {
         // Unhealthy while even a small save would be refused, or while the
         // space the last refused save needed is still missing.
+        if !self.reserve.restore(MIN_FREE_BYTES) {
+            return Err(StoreError::DiskFull);
+        }
         let wanted = self.space_wanted.load(Ordering::Relaxed);
         if let Ok(free) = fs2::available_space(&self.path) {
             if free < wanted.max(MIN_FREE_BYTES) {
@@ -413,6 +449,15 @@ impl Database {
             TransactionError::Storage(e) => self.err(e),
         }
     }
+}
+
+/// Opens sled at `path`.
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|e| sled_error(e, path))
 }
 
 /// Classifies a sled error.

@@ -24,10 +24,14 @@ use uuid::Uuid;
 use crate::harness::{Bench, Client, Rng, ServerSettings};
 use crate::process::ServerProcess;
 
-/// Size of the small filesystem.
-pub const TMPFS_MIB: u64 = 64;
+/// Size of the small filesystem (the store sets 32 MiB aside as its space
+/// reserve and keeps 16 MiB free).
+pub const TMPFS_MIB: u64 = 128;
 /// Ballast removed to free space.
 const BALLAST_MIB: usize = 12;
+/// Space freed, with the filler, after the restart on a disk full to the
+/// last byte: the store had filled the rest up to its own margin before.
+pub const SPARE_MIB: usize = 24;
 /// Content size of the states that fill the disk.
 const FILL_STATE_BYTES: usize = 256 * 1024;
 /// How long the store gets to recover once the cause is gone.
@@ -60,6 +64,16 @@ pub struct DiskFullReport {
     pub restart_opened: bool,
     /// Acknowledged states that loaded after that restart / expected.
     pub loaded_after_restart: (usize, usize),
+    /// With the disk then filled to the last byte by another process and
+    /// the store killed: whether it opened again.
+    pub reopened_when_full: bool,
+    /// Acknowledged states that loaded then / expected.
+    pub loaded_when_full: (usize, usize),
+    /// `/health` and a save's status then.
+    pub health_and_save_when_full: Option<(u16, u16)>,
+    /// Seconds after that filler (and a spare file) were removed until a
+    /// save succeeded, without a restart.
+    pub recovered_after_filler: Option<f64>,
     /// Unexpected things (500s, lost states, …).
     pub anomalies: Vec<String>,
 }
@@ -82,6 +96,10 @@ impl DiskFullReport {
             && self.health_after == Some(200)
             && self.restart_opened
             && self.loaded_after_restart.0 == self.loaded_after_restart.1
+            && self.reopened_when_full
+            && self.loaded_when_full.0 == self.loaded_when_full.1
+            && self.health_and_save_when_full == Some((503, 507))
+            && self.recovered_after_filler.is_some()
             && self.anomalies.is_empty()
     }
 }
@@ -263,6 +281,8 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
     let ballast = mount.0.join("ballast");
     std::fs::write(&ballast, vec![0x5a; BALLAST_MIB * 1024 * 1024])
         .context("writing the ballast")?;
+    let spare = mount.0.join("spare");
+    std::fs::write(&spare, vec![0x5a; SPARE_MIB * 1024 * 1024]).context("writing the spare")?;
     let settings = ServerSettings::defaults(mount.0.join("data"));
     let mut server = bench.start(&settings)?;
     let tenant = Uuid::new_v4();
@@ -312,9 +332,39 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
     std::fs::remove_file(&ballast).context("removing the ballast")?;
     report.recovered_after = time_to_recover(bench, &client, tenant, RECOVERY_WINDOW).await?;
     report.health_after = client.health().await.ok().map(|r| r.status);
-    // Fill again, then restart on the full disk.
+    // Fill again up to the store's margin and kill it, so that recent
+    // states are in sled's log but in no snapshot yet.
     fill(bench, &client, tenant, &mut rng, &mut acked, 1000).await?;
     server.kill();
+    // Another process takes the last byte while the store is down: the
+    // store must still open and serve what it holds.
+    let filler = mount.0.join("filler");
+    fill_to_the_last_byte(&filler)?;
+    match bench.start(&settings) {
+        Ok(mut restarted) => {
+            report.reopened_when_full = true;
+            let client = bench.client(restarted.addr())?;
+            let loaded = count_loadable(&client, tenant, &acked, &mut report.anomalies).await;
+            report.loaded_when_full = (loaded, acked.len());
+            let health = client.health().await.context("/health on a full disk")?;
+            let token = bench.tokens.token(tenant, Uuid::new_v4(), 1, "refused")?;
+            let save = client
+                .save_tokens(tenant, &[token])
+                .await
+                .context("a save on a full disk")?;
+            report.health_and_save_when_full = Some((health.status, save.status));
+            std::fs::remove_file(&filler).context("removing the filler")?;
+            std::fs::remove_file(&spare).context("removing the spare")?;
+            report.recovered_after_filler =
+                time_to_recover(bench, &client, tenant, RECOVERY_WINDOW).await?;
+            fill(bench, &client, tenant, &mut rng, &mut acked, 1000).await?;
+            restarted.kill();
+        }
+        Err(e) => report
+            .anomalies
+            .push(format!("restart on a disk filled to the last byte: {e:#}")),
+    }
+    // And a restart on the disk as the store itself left it, full to its margin.
     match bench.start(&settings) {
         Ok(restarted) => {
             report.restart_opened = true;
@@ -335,6 +385,21 @@ pub async fn disk_full(bench: &Bench) -> anyhow::Result<DiskFullReport> {
     }
     drop(mount);
     Ok(report)
+}
+
+/// Writes `path` until the filesystem has no byte left.
+fn fill_to_the_last_byte(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).context("creating the filler")?;
+    let mut chunk = vec![0x5a; 1024 * 1024];
+    while !chunk.is_empty() {
+        match file.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => chunk.truncate(chunk.len() / 2),
+            Err(e) => return Err(e).context("writing the filler"),
+        }
+    }
+    Ok(())
 }
 
 /// The storage-failure run.

@@ -96,11 +96,13 @@ impl ServerProcess {
         config: &Path,
         env: &[(&str, &str)],
     ) -> Result<ServerProcess, SpawnError> {
-        let mut command = Command::new(binary);
+        // It runs elsewhere: paths given relative to here must still hold.
+        let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.into());
+        let mut command = Command::new(absolute(binary));
         command
             .arg("serve")
             .arg("--config")
-            .arg(config)
+            .arg(absolute(config))
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -389,6 +389,25 @@ fn print_disk_full(r: &disk::DiskFullReport) -> bool {
         r.loaded_after_restart.0,
         r.loaded_after_restart.1
     );
+    println!(
+        "   {} disk then filled to the last byte by another process, store killed: reopened {}, {}/{} acknowledged states loadable",
+        verdict(r.reopened_when_full && r.loaded_when_full.0 == r.loaded_when_full.1),
+        r.reopened_when_full,
+        r.loaded_when_full.0,
+        r.loaded_when_full.1
+    );
+    println!(
+        "   {} /health and a save there: {:?} (503 and 507 expected)",
+        verdict(r.health_and_save_when_full == Some((503, 507))),
+        r.health_and_save_when_full
+    );
+    match r.recovered_after_filler {
+        Some(s) => println!(
+            "   ok   saves accepted again {s:.1} s after the filler and {} MiB more were freed, without a restart",
+            disk::SPARE_MIB
+        ),
+        None => println!("   FAIL saves still refused after the filler and more space were freed"),
+    }
     for line in r.anomalies.iter().take(10) {
         println!("        {line}");
     }
