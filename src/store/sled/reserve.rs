@@ -22,11 +22,16 @@ pub const RESERVE_BYTES: u64 = 32 * 1024 * 1024;
 /// The reserve's file name in the database directory.
 pub const RESERVE_FILE: &str = "flow-store.reserve";
 
+const ENOSPC: i32 = 28;
+
 /// The reserve of one database directory.
 #[derive(Debug)]
 pub struct Reserve {
     path: PathBuf,
     held: AtomicBool,
+    // The filesystem cannot allocate a file's blocks ahead: then there is no
+    // reserve, and its absence must not be taken for a full disk.
+    unsupported: AtomicBool,
     // One restore at a time: two would both see the space and both allocate.
     restoring: Mutex<()>,
 }
@@ -39,6 +44,7 @@ impl Reserve {
         Reserve {
             path,
             held: AtomicBool::new(held),
+            unsupported: AtomicBool::new(false),
             restoring: Mutex::new(()),
         }
     }
@@ -58,9 +64,10 @@ impl Reserve {
     }
 
     /// Sets the reserve aside again if the filesystem has room for it and
-    /// `beyond` bytes more; whether it is held afterwards.
+    /// `beyond` bytes more; whether it is held afterwards (or cannot be held
+    /// on this filesystem at all, which is no reason to refuse a save).
     pub fn restore(&self, beyond: u64) -> bool {
-        if self.is_held() {
+        if self.is_held() || self.unsupported.load(Ordering::Acquire) {
             return true;
         }
         let _one = self
@@ -83,13 +90,19 @@ impl Reserve {
                 true
             }
             Err(e) => {
-                log::warn!(
-                    "cannot set aside the {} MiB space reserve {}: {e}",
-                    RESERVE_BYTES >> 20,
-                    self.path.display()
-                );
                 let _ = std::fs::remove_file(&self.path);
-                false
+                let full =
+                    e.raw_os_error() == Some(ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull;
+                if !full {
+                    log::warn!(
+                        "cannot set aside the {} MiB space reserve {} ({e}): going on without \
+                         it; a restart on a disk full to the last byte may then fail",
+                        RESERVE_BYTES >> 20,
+                        self.path.display()
+                    );
+                    self.unsupported.store(true, Ordering::Release);
+                }
+                !full
             }
         }
     }
