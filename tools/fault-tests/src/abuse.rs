@@ -254,26 +254,28 @@ struct Tricklers {
 
 impl Tricklers {
     /// Starts `count` tricklers that reconnect whenever the server cuts them.
-    fn start(bench: &Bench, server: &ServerProcess, count: usize) -> Self {
+    fn start(bench: &Bench, server: &ServerProcess, count: usize) -> anyhow::Result<Self> {
         let open = Arc::new(AtomicUsize::new(0));
         let cut = Arc::new(AtomicUsize::new(0));
         let reconnect = Arc::new(AtomicBool::new(true));
+        // One TLS set-up for the crowd; each trickler opens its own connections.
+        let transport = bench.transport(server.addr())?;
         let tasks = (0..count)
             .map(|_| {
                 tokio::spawn(trickler(
-                    bench.transport(server.addr()),
+                    transport.clone(),
                     Arc::clone(&open),
                     Arc::clone(&cut),
                     Arc::clone(&reconnect),
                 ))
             })
             .collect();
-        Self {
+        Ok(Self {
             open,
             cut,
             reconnect,
             tasks,
-        }
+        })
     }
 
     /// Connections held open right now.
@@ -306,14 +308,11 @@ impl Tricklers {
 }
 
 async fn trickler(
-    transport: anyhow::Result<flow_store::client::Client>,
+    transport: flow_store::client::Client,
     open: Arc<AtomicUsize>,
     cut: Arc<AtomicUsize>,
     reconnect: Arc<AtomicBool>,
 ) {
-    let Ok(transport) = transport else {
-        return;
-    };
     while reconnect.load(Ordering::SeqCst) {
         let Ok(stream) = transport.connect_tls().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -392,7 +391,7 @@ async fn slowloris(
         }
     }
     report.baseline_ms = percentiles(&baseline);
-    let tricklers = Tricklers::start(bench, server, plan.slowloris);
+    let tricklers = Tricklers::start(bench, server, plan.slowloris)?;
     // Let the connections pile up (bounded, in case some cannot connect).
     tricklers.ramp_up(Duration::from_secs(20)).await;
     let mut attack = Vec::new();
@@ -424,7 +423,7 @@ async fn max_connections(
     plan: AbusePlan,
     report: &mut AbuseReport,
 ) -> anyhow::Result<()> {
-    let tricklers = Tricklers::start(bench, server, plan.max_connections);
+    let tricklers = Tricklers::start(bench, server, plan.max_connections)?;
     tricklers.ramp_up(Duration::from_secs(10)).await;
     // The tricklers hold every slot until the server cuts them; they do not
     // reconnect, so the slots then go to the waiting clients.
