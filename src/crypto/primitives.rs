@@ -1031,7 +1031,7 @@ mod tests {
             parts[segment][0] ^= 1;
             let tampered: Vec<String> = parts.iter().map(|p| URL_SAFE_NO_PAD.encode(p)).collect();
             assert!(
-                ours.deserialize_compact(&tampered.join("."), &decrypter)
+                ours.deserialize_compact(tampered.join("."), &decrypter)
                     .is_err(),
                 "segment {segment}"
             );
