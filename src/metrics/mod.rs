@@ -133,8 +133,45 @@ impl Failure {
     }
 }
 
+/// Every (credential, reason) pair [`Failure::of`] and [`Failure::BASIC`]
+/// produce. Their series exist at zero from the start, so that dashboards
+/// and `rate()` see "none yet" rather than nothing.
+pub const REJECTIONS: [(&str, &str); 17] = [
+    ("signature", "missing"),
+    ("signature", "malformed"),
+    ("signature", "algorithm"),
+    ("signature", "unknown_key"),
+    ("signature", "bad_signature"),
+    ("signature", "claim"),
+    ("token", "malformed"),
+    ("token", "algorithm"),
+    ("token", "unknown_receiver_key"),
+    ("token", "undecryptable"),
+    ("token", "too_large"),
+    ("token", "unknown_platform_key"),
+    ("token", "bad_signature"),
+    ("token", "claim"),
+    ("key_id", "unknown_platform_key"),
+    ("key_id", "unknown_receiver_key"),
+    ("basic", "wrong_credentials"),
+];
+
+/// Every kind of [`StoreError`], as labelled.
+pub const STORAGE_ERROR_KINDS: [&str; 6] = [
+    "locked",
+    "unsupported_format",
+    "disk_full",
+    "corrupt",
+    "stuck",
+    "unavailable",
+];
+
+/// Every reason of a failed TLS handshake, as labelled.
+pub const HANDSHAKE_FAILURE_REASONS: [&str; 2] = ["timeout", "error"];
+
 // The matches below list every variant (no `_`): a new error variant must
-// be given its label on purpose, never fall silently into another one.
+// be given its label on purpose, never fall silently into another one (and
+// its label added to the lists above; a test checks they agree).
 
 fn signature_reason(error: &SignatureError) -> &'static str {
     match error {
@@ -169,6 +206,13 @@ fn storage_kind(error: &StoreError) -> &'static str {
         StoreError::Corrupt(_) => "corrupt",
         StoreError::Stuck(_) => "stuck",
         StoreError::Unavailable(_) => "unavailable",
+    }
+}
+
+fn handshake_reason(failure: HandshakeFailure) -> &'static str {
+    match failure {
+        HandshakeFailure::TimedOut => "timeout",
+        HandshakeFailure::Failed => "error",
     }
 }
 
@@ -434,6 +478,15 @@ impl Metrics {
             "Always 1; the labels say which flow-store runs on which storage engine",
             build_info,
         );
+        for (credential, reason) in REJECTIONS {
+            let _ = rejections.get_or_create(&RejectionLabels { credential, reason });
+        }
+        for kind in STORAGE_ERROR_KINDS {
+            let _ = storage_errors.get_or_create(&StorageErrorLabels { kind });
+        }
+        for reason in HANDSHAKE_FAILURE_REASONS {
+            let _ = handshake_failures.get_or_create(&HandshakeLabels { reason });
+        }
         let sampled = Arc::new(Sampled::default());
         registry.register_collector(Box::new(Arc::clone(&sampled)));
         registry.register_collector(Box::new(process::ProcessCollector));
@@ -569,10 +622,7 @@ impl ConnectionEvents for Metrics {
     }
 
     fn handshake_failed(&self, failure: HandshakeFailure) {
-        let reason = match failure {
-            HandshakeFailure::TimedOut => "timeout",
-            HandshakeFailure::Failed => "error",
-        };
+        let reason = handshake_reason(failure);
         self.handshake_failures
             .get_or_create(&HandshakeLabels { reason })
             .inc();
@@ -715,10 +765,78 @@ mod tests {
             lines(&text, "flow_store_open_connections "),
             ["flow_store_open_connections 0"]
         );
+        let mut handshakes = lines(&text, "flow_store_tls_handshake_failures_total");
+        handshakes.sort_unstable();
         assert_eq!(
-            lines(&text, "flow_store_tls_handshake_failures_total"),
-            ["flow_store_tls_handshake_failures_total{reason=\"timeout\"} 1"]
+            handshakes,
+            [
+                "flow_store_tls_handshake_failures_total{reason=\"error\"} 0",
+                "flow_store_tls_handshake_failures_total{reason=\"timeout\"} 1",
+            ]
         );
+    }
+
+    #[test]
+    fn every_label_produced_is_listed() {
+        let claim = |claim| SignatureError::Claim {
+            claim,
+            problem: "x",
+        };
+        let signature = [
+            SignatureError::Missing,
+            SignatureError::Malformed("x"),
+            SignatureError::Algorithm,
+            SignatureError::UnknownKey,
+            SignatureError::BadSignature,
+            claim("exp"),
+        ];
+        let token = [
+            TokenError::Malformed("x"),
+            TokenError::Algorithm("x"),
+            TokenError::UnknownReceiverKey,
+            TokenError::Undecryptable,
+            TokenError::TooLarge(1),
+            TokenError::UnknownPlatformKey,
+            TokenError::BadSignature,
+            TokenError::Claim {
+                claim: "exp",
+                problem: "x",
+            },
+        ];
+        let mut errors: Vec<ServiceError> = signature.into_iter().map(ServiceError::from).collect();
+        errors.extend(
+            token
+                .into_iter()
+                .map(|error| ServiceError::Token { index: 0, error }),
+        );
+        errors.push(ServiceError::UnknownKey(KeyRole::Platform));
+        errors.push(ServiceError::UnknownKey(KeyRole::Receiver));
+        let mut produced: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| match Failure::of(e) {
+                Some(Failure::Rejected { credential, reason }) => (credential, reason),
+                other => panic!("{e:?} gave {other:?}"),
+            })
+            .collect();
+        if let Failure::Rejected { credential, reason } = Failure::BASIC {
+            produced.push((credential, reason));
+        }
+        assert_eq!(produced, REJECTIONS);
+        let stores = [
+            StoreError::Locked("/x".into()),
+            StoreError::UnsupportedFormat {
+                found: 9,
+                supported: 1,
+            },
+            StoreError::DiskFull,
+            StoreError::Corrupt("x".into()),
+            StoreError::Stuck(Duration::from_secs(1)),
+            StoreError::Unavailable("x".into()),
+        ];
+        let kinds: Vec<&str> = stores.iter().map(storage_kind).collect();
+        assert_eq!(kinds, STORAGE_ERROR_KINDS);
+        let reasons = [HandshakeFailure::TimedOut, HandshakeFailure::Failed].map(handshake_reason);
+        assert_eq!(reasons, HANDSHAKE_FAILURE_REASONS);
     }
 
     #[test]
@@ -734,7 +852,10 @@ mod tests {
         m.service_failed(&ServiceError::Seal(TokenError::Seal));
         m.failed(Failure::BASIC);
         let text = m.encode(Format::Prometheus).unwrap();
-        let mut rejections = lines(&text, "flow_store_auth_rejections_total");
+        let mut rejections: Vec<&str> = lines(&text, "flow_store_auth_rejections_total")
+            .into_iter()
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
         rejections.sort_unstable();
         assert_eq!(
             rejections,
@@ -746,7 +867,15 @@ mod tests {
             ]
         );
         assert_eq!(
-            lines(&text, "flow_store_storage_errors_total"),
+            lines(&text, "flow_store_auth_rejections_total").len(),
+            REJECTIONS.len()
+        );
+        let storage: Vec<&str> = lines(&text, "flow_store_storage_errors_total")
+            .into_iter()
+            .filter(|l| !l.ends_with(" 0"))
+            .collect();
+        assert_eq!(
+            storage,
             ["flow_store_storage_errors_total{kind=\"disk_full\"} 1"]
         );
     }
