@@ -1,7 +1,8 @@
 //! Prometheus metrics on their own plain-HTTP listener: the counters move
 //! with real traffic, Debian's `promtool` accepts what `curl` gets and the
-//! shipped alert rules, the shipped dashboard queries only exported
-//! metrics, and a real Prometheus scrapes the store and sees a save.
+//! shipped alert rules (whose unit tests, `tests/prometheus/`, it runs),
+//! the shipped dashboard queries only exported metrics, and a real
+//! Prometheus scrapes the store and sees a save.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -265,6 +266,23 @@ fn promtool_accepts_the_alert_rules() {
         "promtool check rules: {}\n{out}{}",
         checked.status,
         String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[test]
+fn the_alerts_fire_when_they_should_and_only_then() {
+    if !installed(PROMTOOL, "the_alerts_fire_when_they_should_and_only_then") {
+        return;
+    }
+    let tests =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prometheus/flow-store-rules.test.yml");
+    let tested = promtool(&["test", "rules", &tests.display().to_string()], "");
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        tested.status.success() && out.contains("SUCCESS"),
+        "promtool test rules: {}\n{out}{}",
+        tested.status,
+        String::from_utf8_lossy(&tested.stderr)
     );
 }
 

@@ -489,7 +489,7 @@ impl Metrics {
         }
         let sampled = Arc::new(Sampled::default());
         registry.register_collector(Box::new(Arc::clone(&sampled)));
-        registry.register_collector(Box::new(process::ProcessCollector));
+        registry.register_collector(Box::new(process::ProcessCollector::new()));
         Metrics {
             registry,
             requests,

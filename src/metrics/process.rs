@@ -1,7 +1,12 @@
 //! The standard `process_*` metrics of Prometheus client libraries (CPU
-//! seconds, resident and virtual memory, open and maximum descriptors,
-//! start time), read from `/proc/self` at each scrape. A figure that cannot
-//! be read (not Linux, a locked-down `/proc`) is left out, not made up.
+//! seconds, resident and virtual memory, open and maximum descriptors),
+//! read from `/proc/self` at each scrape, and the start time. A figure that
+//! cannot be read (not Linux, a locked-down `/proc`) is left out, not made
+//! up.
+//!
+//! Only `/proc/self` is read: the unit's `ProcSubset=pid` hides the rest of
+//! `/proc` (`/proc/stat`'s boot time among it), so the start time is the
+//! instant the collector was made, when the store started.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -28,8 +33,6 @@ pub struct ProcessSample {
     pub open_fds: Option<u64>,
     /// The soft limit on open file descriptors.
     pub max_fds: Option<u64>,
-    /// Start time, Unix seconds.
-    pub start_time_seconds: Option<f64>,
 }
 
 impl ProcessSample {
@@ -38,7 +41,6 @@ impl ProcessSample {
         let read = |path: &str| std::fs::read_to_string(path).ok();
         let stat = read("/proc/self/stat");
         let ticks = |field: usize| stat.as_deref().and_then(|s| stat_field(s, field));
-        let boot_time = read("/proc/stat").as_deref().and_then(boot_time);
         let status = read("/proc/self/status");
         let kib = |name: &str| status.as_deref().and_then(|s| status_kib(s, name));
         ProcessSample {
@@ -53,9 +55,6 @@ impl ProcessSample {
             max_fds: read("/proc/self/limits")
                 .as_deref()
                 .and_then(open_files_limit),
-            start_time_seconds: ticks(22)
-                .zip(boot_time)
-                .map(|(start, boot)| boot as f64 + start as f64 / USER_HZ),
         }
     }
 }
@@ -70,13 +69,6 @@ fn stat_field(stat: &str, number: usize) -> Option<u64> {
         .nth(number.checked_sub(3)?)?
         .parse()
         .ok()
-}
-
-/// `btime` of `/proc/stat`: when the system booted, Unix seconds.
-fn boot_time(stat: &str) -> Option<u64> {
-    stat.lines()
-        .find_map(|line| line.strip_prefix("btime "))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 /// A `Name:   123 kB` line of `/proc/<pid>/status`.
@@ -98,8 +90,28 @@ fn open_files_limit(limits: &str) -> Option<u64> {
 }
 
 /// Exports a fresh [`ProcessSample`] on every scrape.
-#[derive(Debug, Default)]
-pub struct ProcessCollector;
+#[derive(Debug)]
+pub struct ProcessCollector {
+    started: f64,
+}
+
+impl ProcessCollector {
+    /// A collector for a process that started now.
+    pub fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            started: now.as_secs_f64(),
+        }
+    }
+}
+
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -150,14 +162,12 @@ impl Collector for ProcessCollector {
                 )?)?;
             }
         }
-        if let Some(start) = sample.start_time_seconds {
-            ConstGauge::new(start).encode(encoder.encode_descriptor(
-                "process_start_time",
-                "Start time of the process since the Unix epoch",
-                Some(&Unit::Seconds),
-                MetricType::Gauge,
-            )?)?;
-        }
+        ConstGauge::new(self.started).encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?)?;
         Ok(())
     }
 }
@@ -182,16 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn status_limits_and_boot_time() {
+    fn status_and_limits() {
         let status = "Name:\tflow-store\nVmSize:\t  123456 kB\nVmRSS:\t    2048 kB\n";
         assert_eq!(status_kib(status, "VmRSS:"), Some(2048));
         assert_eq!(status_kib(status, "VmHWM:"), None);
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
         assert_eq!(open_files_limit(limits), Some(1024));
-        assert_eq!(
-            boot_time("cpu  1 2 3\nbtime 1700000000\n"),
-            Some(1_700_000_000)
-        );
     }
 
     #[test]
@@ -201,12 +207,5 @@ mod tests {
         assert!(sample.open_fds.is_some_and(|n| n > 0), "{sample:?}");
         assert!(sample.max_fds.is_some_and(|n| n > 0), "{sample:?}");
         assert!(sample.cpu_seconds.is_some(), "{sample:?}");
-        let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-        assert!(
-            sample
-                .start_time_seconds
-                .is_some_and(|t| t <= now + 1.0 && t > now - 86_400.0 * 365.0),
-            "{sample:?}"
-        );
     }
 }
