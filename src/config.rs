@@ -378,11 +378,21 @@ impl Config {
                 self.server.listen
             ));
         }
-        if self.metrics_addr().is_err() {
-            return invalid(format!(
-                "metrics.listen = {:?} is not an address:port such as \"127.0.0.1:9464\", nor \"\" (off)",
-                self.metrics.listen
-            ));
+        match self.metrics_addr() {
+            Err(_) => {
+                return invalid(format!(
+                    "metrics.listen = {:?} is not an address:port such as \"127.0.0.1:9464\", nor \"\" (off)",
+                    self.metrics.listen
+                ))
+            }
+            // The metrics never share the platform-facing listener.
+            Ok(Some(metrics)) if self.listen_addr().is_ok_and(|api| api.port() == metrics.port() && api.port() != 0) => {
+                return invalid(format!(
+                    "metrics.listen = {:?} uses the port of server.listen; the metrics need a port of their own",
+                    self.metrics.listen
+                ))
+            }
+            Ok(_) => {}
         }
         let base = &self.server.base_path;
         if !base.starts_with('/') || (base.len() > 1 && base.ends_with('/')) || base.contains('?') {
@@ -736,6 +746,12 @@ receiver_key = "/abs/r.jwk"
             .unwrap_err()
             .to_string()
             .contains("metrics.listen"));
+        cfg.metrics.listen = "0.0.0.0:8443".into();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("a port of their own"));
         cfg.metrics.listen = String::new();
         cfg.validate().unwrap();
         cfg.stores.clear();
