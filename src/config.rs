@@ -378,21 +378,19 @@ impl Config {
                 self.server.listen
             ));
         }
-        match self.metrics_addr() {
-            Err(_) => {
-                return invalid(format!(
-                    "metrics.listen = {:?} is not an address:port such as \"127.0.0.1:9464\", nor \"\" (off)",
-                    self.metrics.listen
-                ))
-            }
-            // The metrics never share the platform-facing listener.
-            Ok(Some(metrics)) if self.listen_addr().is_ok_and(|api| api.port() == metrics.port() && api.port() != 0) => {
-                return invalid(format!(
-                    "metrics.listen = {:?} uses the port of server.listen; the metrics need a port of their own",
-                    self.metrics.listen
-                ))
-            }
-            Ok(_) => {}
+        let Ok(metrics) = self.metrics_addr() else {
+            return invalid(format!(
+                "metrics.listen = {:?} is not an address:port such as \"127.0.0.1:9464\", nor \"\" (off)",
+                self.metrics.listen
+            ));
+        };
+        // The metrics never share the platform-facing listener.
+        let api_port = self.listen_addr().map(|a| a.port()).ok();
+        if metrics.is_some_and(|m| m.port() != 0 && Some(m.port()) == api_port) {
+            return invalid(format!(
+                "metrics.listen = {:?} uses the port of server.listen; the metrics need a port of their own",
+                self.metrics.listen
+            ));
         }
         let base = &self.server.base_path;
         if !base.starts_with('/') || (base.len() > 1 && base.ends_with('/')) || base.contains('?') {

@@ -1,8 +1,9 @@
 //! The storage API over HTTP: routing `(method, path)` to handlers,
 //! authentication before any handler runs, the body-size limit, the access
-//! log and the request metrics, and nothing else. [`StorageApi`] is the [`Handler`] the server runs
-//! on the platform-facing listener. Handlers are thin; rules live in the
-//! service, crypto and store layers; statuses are decided in [`error`].
+//! log and the request metrics, and nothing else. [`StorageApi`] is the
+//! [`Handler`] the server runs on the platform-facing listener. Handlers
+//! are thin; rules live in the service, crypto and store layers; statuses
+//! are decided in [`error`].
 
 pub mod auth;
 pub mod error;

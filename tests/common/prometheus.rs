@@ -164,7 +164,7 @@ impl Prometheus {
         }
     }
 
-    /// The rules directory an operator points `rule_files` at.
+    /// The shipped alert rules, the file an operator lists under `rule_files`.
     pub fn shipped_rules() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus/flow-store-rules.yml")
     }
