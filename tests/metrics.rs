@@ -457,3 +457,13 @@ async fn a_taken_metrics_port_is_named() {
         failed.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_metrics_listen_serves_no_metrics() {
+    let deployment = Deployment::new();
+    deployment.configure(|c| c.metrics.listen = String::new());
+    let running = deployment.spawn().expect("flow-store serve");
+    running.health().await.expect_status(200);
+    assert_eq!(running.metrics_addr(), None, "{}", running.stderr_text());
+    running.terminate().await;
+}
