@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod load;
+mod metrics;
 mod notify;
 mod reload;
 mod routing;

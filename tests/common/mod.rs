@@ -10,6 +10,9 @@
 //!   one HTTPS client, and raw byte-level connections;
 //! - [`server`]: the library server in-process ([`Setup`] / [`Server`])
 //!   with a temporary sled directory and a manual clock;
+//! - [`prometheus`]: Debian's `promtool` and a real `prometheus` server;
+//! - [`scrape`]: plain HTTP to the metrics listener, and the text
+//!   exposition read back as samples;
 //! - [`spawned`]: the real binary ([`Deployment`] / [`Running`]) through
 //!   the one spawner the fault suite uses too;
 //! - [`faults`]: the fault suite, run from a test;
@@ -19,6 +22,8 @@ pub mod client;
 pub mod faults;
 pub mod gate;
 pub mod keys;
+pub mod prometheus;
+pub mod scrape;
 pub mod server;
 pub mod spawned;
 pub mod tls;
@@ -27,6 +32,8 @@ pub mod tokens;
 pub use client::*;
 pub use faults::*;
 pub use keys::*;
+pub use prometheus::*;
+pub use scrape::*;
 pub use server::*;
 pub use spawned::*;
 pub use tls::*;
