@@ -43,7 +43,8 @@ pub async fn health(service: &Service) -> Result<Reply, ApiError> {
     Ok(Reply::new(json_response(StatusCode::OK, &body), ""))
 }
 
-#[derive(Deserialize)]
+/// `{"token": "<JWE>"}`: an item of a save body, and a load's reply.
+#[derive(Deserialize, serde::Serialize)]
 struct TokenItem {
     token: String,
 }
@@ -105,7 +106,8 @@ pub async fn load(
         .await?
         .ok_or_else(ApiError::no_state)?;
     metrics.loaded();
-    let body = serde_json::json!({ "token": token });
+    // Serialized straight from the token: a `json!` value would copy it.
+    let body = TokenItem { token };
     let note = format!("tenant={} state={id}", auth.tenant);
     Ok(Reply::new(json_response(StatusCode::OK, &body), note))
 }
