@@ -46,6 +46,8 @@ const BASE: &str = "/api/storage/1";
 /// What one run measures.
 struct Plan {
     clients: usize,
+    /// Rounds of each phase; the median round's rate is printed.
+    rounds: usize,
     small_requests: usize,
     large_requests: usize,
     floor_seconds: f64,
@@ -62,6 +64,7 @@ fn main() {
         .unwrap_or(32);
     let plan = Plan {
         clients,
+        rounds: if quick { 1 } else { 3 },
         small_requests: if quick { 640 } else { 3200 },
         large_requests: if quick { 64 } else { 320 },
         floor_seconds: if quick { 0.5 } else { 2.0 },
@@ -175,23 +178,18 @@ impl Bench {
             ("1 KiB", 1024, plan.small_requests),
             ("256 KiB", 256 * 1024, plan.large_requests),
         ] {
-            let tenant = Uuid::new_v4();
-            let saves = self.build_saves(tenant, bytes, count);
-            let ids: Vec<Uuid> = saves.iter().map(|(id, _)| *id).collect();
-            let requests = saves.into_iter().map(|(_, request)| request).collect();
-            let save = drive(&clients, requests, StatusCode::NO_CONTENT).await;
-            save.print(
-                &format!("save {label}"),
-                bytes,
-                Some(floor.saves_per_second()),
-            );
-            let loads = self.build_loads(tenant, &ids);
-            let load = drive(&clients, loads, StatusCode::OK).await;
-            load.print(
-                &format!("load {label}"),
-                bytes,
-                Some(floor.loads_per_second()),
-            );
+            let (mut saves, mut loads) = (Rounds::default(), Rounds::default());
+            for _ in 0..plan.rounds {
+                let tenant = Uuid::new_v4();
+                let built = self.build_saves(tenant, bytes, count);
+                let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
+                let requests = built.into_iter().map(|(_, request)| request).collect();
+                saves.push(drive(&clients, requests, StatusCode::NO_CONTENT).await);
+                let requests = self.build_loads(tenant, &ids);
+                loads.push(drive(&clients, requests, StatusCode::OK).await);
+            }
+            saves.print(&format!("save {label}"), bytes, floor.saves_per_second());
+            loads.print(&format!("load {label}"), bytes, floor.loads_per_second());
         }
         let peak = self.server.sample();
         println!(
@@ -310,7 +308,7 @@ impl Prepared {
     }
 }
 
-/// What one phase measured.
+/// What one round of a phase measured.
 struct Phase {
     latencies: Vec<Duration>,
     failures: usize,
@@ -319,26 +317,45 @@ struct Phase {
 }
 
 impl Phase {
-    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
-        let mut sorted = self.latencies.clone();
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The rounds of one phase: the rate printed is their median (this machine
+/// is shared and noisy), the latency percentiles are over every request.
+#[derive(Default)]
+struct Rounds(Vec<Phase>);
+
+impl Rounds {
+    fn push(&mut self, phase: Phase) {
+        self.0.push(phase);
+    }
+
+    fn print(&self, name: &str, bytes: usize, floor: f64) {
+        let mut rates: Vec<f64> = self.0.iter().map(Phase::rate).collect();
+        rates.sort_by(f64::total_cmp);
+        let rate = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        let mut sorted: Vec<Duration> = self.0.iter().flat_map(|p| p.latencies.clone()).collect();
         sorted.sort();
         let pick = |q: f64| {
             sorted
                 .get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize)
                 .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
-        let rate = self.latencies.len() as f64 / self.elapsed.as_secs_f64();
         let mib = rate * bytes as f64 / (1024.0 * 1024.0);
-        let ratio = floor.map_or(String::new(), |f| format!("  {:.2}x the floor", rate / f));
+        let failures: usize = self.0.iter().map(|p| p.failures).sum();
+        let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
         println!(
-            "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {}){ratio}",
+            "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {failures})  {:.2}x the floor  [rounds: {}/s]",
             pick(0.5),
             pick(0.99),
             pick(0.999),
-            self.latencies.len(),
-            self.failures,
+            sorted.len(),
+            rate / floor,
+            each.join(", "),
         );
-        if let Some(failure) = &self.first_failure {
+        if let Some(failure) = self.0.iter().find_map(|p| p.first_failure.as_ref()) {
             println!("                first failure: {failure}");
         }
     }
@@ -552,16 +569,22 @@ fn measure_openssl(seconds: f64) -> Primitives {
     }
 }
 
-/// Operations per second of `op`, run for about `seconds`.
+/// Operations per second of `op` over about `seconds`: the best of five
+/// trials, since a floor is what the primitive can do when nothing else
+/// runs (the ratios against it are then conservative).
 fn rate(seconds: f64, mut op: impl FnMut()) -> f64 {
     op();
-    let started = Instant::now();
-    let mut count = 0u64;
-    while started.elapsed().as_secs_f64() < seconds {
-        op();
-        count += 1;
-    }
-    count as f64 / started.elapsed().as_secs_f64()
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let mut count = 0u64;
+            while started.elapsed().as_secs_f64() < seconds / 5.0 {
+                op();
+                count += 1;
+            }
+            count as f64 / started.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Pins every thread of `pid` to `core`, when `taskset` (util-linux) is

@@ -436,12 +436,16 @@ impl JweDecrypter for EcdhEsKwDecrypter {
         let point = ephemeral_point(header)?;
         let apu = party_info(header, "apu")?;
         let apv = party_info(header, "apv")?;
+        // The error value is `None`, not a `JoseError`: aws-lc-rs takes it
+        // eagerly, and building an error on every call is not free (anyhow
+        // captures a backtrace when RUST_BACKTRACE is set).
         let kek = agreement::agree(
             &self.private,
             UnparsedPublicKey::new(&ECDH_P384, &point),
-            jose_error("the epk is not a point on P-384"),
-            |secret| self.algorithm.derive_kek(secret, &apu, &apv),
-        )?;
+            None,
+            |secret| self.algorithm.derive_kek(secret, &apu, &apv).map_err(Some),
+        )
+        .map_err(|e| e.unwrap_or_else(|| jose_error("the epk is not a point on P-384")))?;
         let cek = self.algorithm.unwrap(&kek, wrapped)?;
         if cek.len() != cencryption.key_len() {
             return Err(jose_error("the content key has the wrong length"));
@@ -548,12 +552,10 @@ impl JweEncrypter for EcdhEsKwEncrypter {
         let ephemeral = EphemeralPrivateKey::generate(&ECDH_P384, &self.rng)
             .map_err(|_| jose_error("no ephemeral key"))?;
         out_header.set_claim("epk", Some(Self::epk_member(&ephemeral)?))?;
-        let kek = agreement::agree_ephemeral(
-            ephemeral,
-            self.peer.clone(),
-            jose_error("the key agreement failed"),
-            |secret| self.algorithm.derive_kek(secret, &apu, &apv),
-        )?;
+        let kek = agreement::agree_ephemeral(ephemeral, self.peer.clone(), None, |secret| {
+            self.algorithm.derive_kek(secret, &apu, &apv).map_err(Some)
+        })
+        .map_err(|e| e.unwrap_or_else(|| jose_error("the key agreement failed")))?;
         self.algorithm.wrap(&kek, key).map(Some)
     }
 
