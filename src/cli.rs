@@ -210,7 +210,12 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
 }
 
 fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
-    let app = App::open(config, Arc::new(SystemClock))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flow-store")
+        .build()
+        .context("starting the async runtime")?;
+    let app = runtime.block_on(App::open(config, Arc::new(SystemClock)))?;
     let addr = config.listen_addr().context("server.listen")?;
     let std_listener = std::net::TcpListener::bind(addr).with_context(|| {
         format!("cannot listen on {addr} (server.listen): is another flow-store or another service using this port?")
@@ -228,11 +233,6 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
             &config.server.base_path,
         )?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("flow-store")
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?;

@@ -1,5 +1,6 @@
 //! Storage: what the service needs from a database, as one interface
-//! ([`Store`]), and the engines behind it ([`sled`] today). Nothing above
+//! ([`Store`]), and the engines behind it: [`sled`] (one node, the
+//! default) and [`postgres`] (any number of nodes on one database). Nothing above
 //! this module knows which engine runs; nothing in it knows about HTTP or
 //! JOSE.
 //!
@@ -13,6 +14,7 @@
 //!   [`Store::purge_expired`].
 
 pub mod error;
+pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -43,7 +45,7 @@ pub struct StoreStats {
 /// A database of flow states keyed by (tenant, id).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The engine's name, for operators ("sled").
+    /// The engine's name, for operators ("sled", "postgres").
     fn engine(&self) -> &'static str;
 
     /// Saves `states` atomically; each replaces the stored one only if its

@@ -9,7 +9,9 @@
 //! - [`client`]: requests and responses of the contract over the crate's
 //!   one HTTPS client, and raw byte-level connections;
 //! - [`server`]: the library server in-process ([`Setup`] / [`Server`])
-//!   with a temporary sled directory and a manual clock;
+//!   on either storage engine, with a manual clock;
+//! - [`postgres`]: a real PostgreSQL cluster ([`PgServer`]) for the
+//!   PostgreSQL engine;
 //! - [`spawned`]: the real binary ([`Deployment`] / [`Running`]) through
 //!   the one spawner the fault suite uses too;
 //! - [`faults`]: the fault suite, run from a test;
@@ -19,6 +21,7 @@ pub mod client;
 pub mod faults;
 pub mod gate;
 pub mod keys;
+pub mod postgres;
 pub mod server;
 pub mod spawned;
 pub mod tls;
@@ -27,6 +30,7 @@ pub mod tokens;
 pub use client::*;
 pub use faults::*;
 pub use keys::*;
+pub use postgres::PgServer;
 pub use server::*;
 pub use spawned::*;
 pub use tls::*;
