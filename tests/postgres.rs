@@ -266,6 +266,55 @@ async fn check_reports_the_database() {
     assert!(text.contains("schema version 7, newer"), "{text}");
 }
 
+/// With `ca` set the engine speaks TLS and verifies the server against it;
+/// another CA, or `require` against the system's trust store, is refused,
+/// and a server that takes TLS logins only refuses `sslmode=disable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_the_ca() {
+    let server_cert = crate::common::test_cert();
+    let Some(cluster) = PgServer::start_tls_only(server_cert) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (right_ca, _) = server_cert.write_to(&dir.path().join("right"));
+    let (wrong_ca, _) = crate::common::TestCert::generate().write_to(&dir.path().join("wrong"));
+    let mut tls = options(&cluster, "postgres", dir.path());
+    tls.url = tls.url.replace("?sslmode=disable", "");
+
+    let open = |ca: Option<&std::path::Path>, url: String| {
+        let mut options = tls.clone();
+        options.ca = ca.map(std::path::Path::to_path_buf);
+        options.url = url;
+        async move { PostgresStore::open(&options).await }
+    };
+    let store = open(Some(&right_ca), tls.url.clone())
+        .await
+        .expect("TLS with the server's CA");
+    let (t, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let saved = state(t, id, "2024-01-01T00:00:00Z", None);
+    store.save_all(vec![saved.clone()]).await.unwrap();
+    let now = timestamp("2024-01-02T00:00:00Z").instant();
+    assert_eq!(store.get(t, id, now).await.unwrap(), Some(saved));
+
+    for (what, ca, url) in [
+        ("another CA", Some(wrong_ca.as_path()), tls.url.clone()),
+        (
+            "require without a CA (system trust store)",
+            None,
+            format!("{}?sslmode=require", tls.url),
+        ),
+    ] {
+        match open(ca, url).await {
+            Err(e) => assert!(e.to_string().contains("certificate"), "{what}: {e}"),
+            Ok(_) => panic!("{what}: a server certificate it cannot verify was accepted"),
+        }
+    }
+    match open(None, format!("{}?sslmode=disable", tls.url)).await {
+        Err(e) => assert!(e.to_string().contains("no encryption"), "{e}"),
+        Ok(_) => panic!("a plain connection to a TLS-only server succeeded"),
+    }
+}
+
 // ---------------------------------------------------------------- two nodes
 
 /// Two real flow-store processes of one store on one new database, and

@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 
 use flow_store::config::{Config, StorageEngine};
 
+use super::tls::TestCert;
+
 /// The superuser the tests (and flow-store) connect as.
 pub const PG_USER: &str = "flow_store";
 const PG_PASSWORD: &str = "test-password-not-a-secret";
@@ -27,6 +29,8 @@ pub struct PgServer {
     port: u16,
     /// `runuser -u nobody --` when running as root.
     run_as: Option<&'static str>,
+    /// Serves TLS only (with this certificate), refusing plain TCP.
+    tls: bool,
 }
 
 impl PgServer {
@@ -39,6 +43,16 @@ impl PgServer {
 
     /// A private cluster; `None` (after a SKIP line) without PostgreSQL.
     pub fn start() -> Option<PgServer> {
+        PgServer::start_with(None)
+    }
+
+    /// A private cluster that accepts TLS connections only, presenting
+    /// `cert`; `None` (after a SKIP line) without PostgreSQL.
+    pub fn start_tls_only(cert: &TestCert) -> Option<PgServer> {
+        PgServer::start_with(Some(cert))
+    }
+
+    fn start_with(tls: Option<&TestCert>) -> Option<PgServer> {
         let Some(bin) = binaries() else {
             skip_line();
             return None;
@@ -50,6 +64,14 @@ impl PgServer {
         let run_as = is_root().then_some("nobody");
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, PG_PASSWORD).expect("password file");
+        if let Some(cert) = tls {
+            cert.write_to(dir.path());
+            std::fs::set_permissions(
+                dir.path().join("key.pem"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod key");
+        }
         if let Some(user) = run_as {
             run(Command::new("chown").args(["-R", user]).arg(dir.path()));
         }
@@ -58,6 +80,7 @@ impl PgServer {
             port: free_port(),
             dir,
             run_as,
+            tls: tls.is_some(),
         };
         run(server
             .pg_command("initdb")
@@ -71,6 +94,15 @@ impl PgServer {
             ])
             .arg(format!("--pwfile={}", password_file.display()))
             .args(["-E", "UTF8", "--no-locale", "--no-sync"]));
+        if server.tls {
+            // Password logins over TLS only: a client that does not
+            // encrypt is refused.
+            std::fs::write(
+                server.data().join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .expect("pg_hba.conf");
+        }
         server.start_again();
         server.watch_for_exit();
         Some(server)
@@ -130,7 +162,7 @@ impl PgServer {
 
     /// Starts the (stopped) server again on the same port.
     pub fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             // fsync off: no test crashes the database's machine, and fsync
             // on a disk shared by three builds makes every test crawl.
             // synchronous_commit stays on, as in production.
@@ -138,6 +170,12 @@ impl PgServer {
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/cert.pem -c ssl_key_file={dir}/key.pem"
+            ));
+        }
         run(self
             .pg_command("pg_ctl")
             .arg("-D")

@@ -400,6 +400,16 @@ pub(crate) fn db_error(error: tokio_postgres::Error) -> StoreError {
             db.message(),
             db.code().code()
         )),
-        None => StoreError::Unavailable(format!("PostgreSQL connection failed: {error}")),
+        None => {
+            // tokio-postgres keeps the reason (refused, TLS certificate,
+            // timeout…) in the source chain, not in its own message.
+            let mut message = format!("PostgreSQL connection failed: {error}");
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                message.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            StoreError::Unavailable(message)
+        }
     }
 }
