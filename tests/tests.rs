@@ -55,6 +55,7 @@ mod on_postgres {
 mod config;
 mod harness;
 mod lifecycle;
+mod migrate;
 mod notify;
 mod postgres;
 mod reload;

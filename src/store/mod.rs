@@ -71,6 +71,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Proves the database can be written, read back and made durable.
     async fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError>;
 
+    /// Up to `limit` states, expired ones included, in (tenant, id) order
+    /// (both engines order UUIDs by their bytes), starting after `after`,
+    /// from the first when `None`: the pages of a full copy
+    /// (`flow-store migrate`) in bounded memory, while the store serves.
+    async fn scan(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError>;
+
     /// Counts and size, for operators.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 

@@ -50,7 +50,7 @@ pub(crate) use start_or_skip;
 
 /// Where a restarted server finds its PostgreSQL database: a file in the
 /// test's directory names it.
-const DATABASE_FILE: &str = "postgres-database";
+pub const DATABASE_FILE: &str = "postgres-database";
 
 /// How to start an in-process server.
 pub struct Setup {

@@ -15,9 +15,11 @@
 //!   answer gives [`StoreError::Unavailable`] (503), and once it answers
 //!   again the pool replaces its dead connections by itself.
 //!
-//! [`connect`] turns settings into a pool, [`schema`] owns the tables.
+//! [`connect`] turns settings into a pool, [`schema`] owns the tables,
+//! [`reference`] reads Boomi's reference store for `flow-store migrate`.
 
 pub mod connect;
+pub mod reference;
 pub mod schema;
 
 use std::future::Future;
@@ -115,31 +117,14 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            // What the server said (wrong password, no such database…).
-            PoolError::Backend(e) => db_error(e),
-            other => {
-                StoreError::Unavailable(format!("cannot get a PostgreSQL connection: {other}"))
-            }
-        })
+        checkout(&self.pool).await
     }
 
-    /// Runs `work` within the statement timeout. A write whose COMMIT was
-    /// sent but not answered in time is reported as a failure: its outcome
-    /// is unknown, and the `updatedAt` rule makes the platform's retry
-    /// harmless either way.
     async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "PostgreSQL did not answer within {:?} (storage.postgres.statement_timeout_seconds)",
-                    self.timeout
-                )))
-            })
+        within(self.timeout, work).await
     }
 
     async fn save_all_now(&self, mut states: Vec<State>) -> Result<SaveOutcome, StoreError> {
@@ -240,6 +225,33 @@ impl PostgresStore {
         Ok(deleted as usize)
     }
 
+    async fn scan_now(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError> {
+        let client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Keyset pages on the primary key: each page is an index range,
+        // however far the copy has gone.
+        let rows = match after {
+            Some((tenant, id)) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM flow_store_states WHERE (tenant, id) > ($1, $2) \
+                     ORDER BY tenant, id LIMIT $3"
+                );
+                client.query(&sql, &[&tenant, &id, &limit]).await
+            }
+            None => {
+                let sql =
+                    format!("SELECT {COLUMNS} FROM flow_store_states ORDER BY tenant, id LIMIT $1");
+                client.query(&sql, &[&limit]).await
+            }
+        }
+        .map_err(db_error)?;
+        rows.iter().map(state_from_row).collect()
+    }
+
     async fn health_check_now(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         // A committed write, not just `SELECT 1`: a standby that became
@@ -310,6 +322,14 @@ impl Store for PostgresStore {
         self.bounded(self.health_check_now()).await
     }
 
+    async fn scan(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError> {
+        self.bounded(self.scan_now(after, limit)).await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.bounded(self.stats_now()).await
     }
@@ -319,6 +339,32 @@ impl Store for PostgresStore {
         self.pool.close();
         Ok(())
     }
+}
+
+/// A connection from `pool`.
+pub(crate) async fn checkout(pool: &Pool) -> Result<Object, StoreError> {
+    pool.get().await.map_err(|e| match e {
+        // What the server said (wrong password, no such database…).
+        PoolError::Backend(e) => db_error(e),
+        other => StoreError::Unavailable(format!("cannot get a PostgreSQL connection: {other}")),
+    })
+}
+
+/// Runs `work` within `timeout`. A write whose COMMIT was sent but not
+/// answered in time is reported as a failure: its outcome is unknown, and
+/// the `updatedAt` rule makes the platform's retry harmless either way.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {timeout:?} \
+                 (storage.postgres.statement_timeout_seconds)"
+            )))
+        })
 }
 
 /// The derived columns of a state: instants for people and split for
