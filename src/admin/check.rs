@@ -590,6 +590,15 @@ fn check_service_access(config: &Config, account: &ServiceAccount, report: &mut 
     if let Some(path) = &config.auth.basic_password_file {
         files.push(("basic auth password file".into(), path.clone()));
     }
+    if config.storage.engine == StorageEngine::Postgres {
+        let postgres = &config.storage.postgres;
+        if let Some(path) = &postgres.password_file {
+            files.push(("PostgreSQL password file".into(), path.clone()));
+        }
+        if let Some(path) = &postgres.ca {
+            files.push(("PostgreSQL CA file".into(), path.clone()));
+        }
+    }
     let mut problems = 0;
     for (what, path) in &files {
         // Missing files are already failures above.
@@ -609,7 +618,10 @@ fn check_service_access(config: &Config, account: &ServiceAccount, report: &mut 
             }
         }
     }
-    if let Ok(meta) = fs::metadata(&config.storage.path) {
+    let sled_dir = (config.storage.engine == StorageEngine::Sled)
+        .then(|| fs::metadata(&config.storage.path).ok())
+        .flatten();
+    if let Some(meta) = sled_dir {
         if !account.may(&meta, 0o2) {
             problems += 1;
             report.push(

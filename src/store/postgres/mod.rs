@@ -87,10 +87,7 @@ impl PostgresStore {
     /// Connects, applies the migrations (refusing a newer schema) and
     /// returns the engine. Fails when the database cannot be reached.
     pub async fn open(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let store = PostgresStore {
-            pool: connect::pool(options)?,
-            timeout: options.statement_timeout,
-        };
+        let store = PostgresStore::unopened(options)?;
         store
             .bounded(async {
                 let mut client = store.client().await?;
@@ -104,16 +101,20 @@ impl PostgresStore {
     /// (for `flow-store check`): proves the server is reachable and the
     /// credentials are accepted.
     pub async fn probe(options: &PostgresOptions) -> Result<u32, StoreError> {
-        let pool = connect::pool(options)?;
-        let store = PostgresStore {
-            pool,
-            timeout: options.statement_timeout,
-        };
+        let store = PostgresStore::unopened(options)?;
         let version = store
             .bounded(async { schema::version(&*store.client().await?).await })
             .await;
         store.pool.close();
         version
+    }
+
+    /// The engine over a pool that has not connected yet.
+    fn unopened(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        Ok(PostgresStore {
+            pool: connect::pool(options)?,
+            timeout: options.statement_timeout,
+        })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
