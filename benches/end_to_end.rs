@@ -1,7 +1,8 @@
 //! The figure operators care about: durable saves and loads per second
 //! through the real server (TLS, HTTP/2, JOSE, sled, fsync before every
 //! 204), next to the floor the cryptography alone sets, measured in the same
-//! run with the library the server uses (OpenSSL, through josekit).
+//! run with the library the server uses (aws-lc-rs; OpenSSL's figures, what
+//! the server used before, are printed beside them).
 //!
 //! The release `flow-store` binary serves on loopback; N concurrent HTTP/2
 //! clients (one connection each, one request in flight each) send requests
@@ -11,10 +12,13 @@
 //! figure is per core. Asserts nothing; prints figures.
 //!
 //! Run: `cargo bench --bench end_to_end` (`-- --quick` for a short run,
-//! `-- --clients N` to change the concurrency, default 32).
+//! `-- --clients N` to change the concurrency, default 32; `-- --binary
+//! PATH`, repeatable, measures those binaries one after the other in the same
+//! run instead of the one just built, e.g. a build of an earlier commit next
+//! to this one).
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,18 +65,36 @@ fn main() {
         large_requests: if quick { 64 } else { 320 },
         floor_seconds: if quick { 0.5 } else { 2.0 },
     };
-    let bench = Bench::start();
+    let mut binaries: Vec<PathBuf> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--binary")
+        .map(|pair| PathBuf::from(&pair[1]))
+        .collect();
+    if binaries.is_empty() {
+        binaries.push(PathBuf::from(env!("CARGO_BIN_EXE_flow-store")));
+    }
+    println!("flow-store end-to-end benchmark");
+    println!(
+        "  clients  {} HTTP/2 connections, one request in flight each",
+        plan.clients
+    );
+    let floor = CryptoFloor::measure(plan.floor_seconds);
+    floor.print();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(bench.run(&plan));
+    for binary in &binaries {
+        let bench = Bench::start(binary);
+        runtime.block_on(bench.run(&plan, &floor));
+    }
 }
 
 /// The server under test and what the clients need to talk to it.
 struct Bench {
     _dir: tempfile::TempDir,
+    binary: PathBuf,
     server: ServerProcess,
     keys: Arc<PlatformKeys>,
     trust: Trust,
@@ -80,7 +102,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn start() -> Bench {
+    fn start(binary: &Path) -> Bench {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         for sub in ["keys", "tls"] {
@@ -100,7 +122,6 @@ impl Bench {
         let config = Config::local("127.0.0.1:0", "end-to-end bench");
         std::fs::write(root.join("config.toml"), config.to_toml().expect("config"))
             .expect("config");
-        let binary = Path::new(env!("CARGO_BIN_EXE_flow-store"));
         let server = ServerProcess::spawn(binary, &root.join("config.toml"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
         let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())
@@ -108,6 +129,7 @@ impl Bench {
         let pinned = pin(server.pid());
         Bench {
             _dir: dir,
+            binary: binary.to_path_buf(),
             server,
             keys: Arc::new(keys),
             trust: Trust::pem(cert.as_bytes()).expect("trust"),
@@ -115,11 +137,10 @@ impl Bench {
         }
     }
 
-    async fn run(&self, plan: &Plan) {
-        println!("flow-store end-to-end benchmark");
+    async fn run(&self, plan: &Plan, floor: &CryptoFloor) {
         println!(
-            "  server   {} (release), pid {}, {}",
-            env!("CARGO_BIN_EXE_flow-store"),
+            "\n  server   {}, pid {}, {}",
+            self.binary.display(),
             self.server.pid(),
             if self.pinned {
                 "pinned to core 0; this client pinned to core 1"
@@ -127,12 +148,6 @@ impl Bench {
                 "NOT pinned (one core, or taskset missing): server and client share the machine"
             }
         );
-        println!(
-            "  clients  {} HTTP/2 connections, one request in flight each",
-            plan.clients
-        );
-        let floor = CryptoFloor::measure(plan.floor_seconds);
-        floor.print();
         let idle = self.server.sample();
         println!("  server RSS idle {:.1} MiB", idle.rss_kib as f64 / 1024.0);
         let clients = self.clients(plan.clients).await;
@@ -359,52 +374,16 @@ async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode
 }
 
 /// The cost of the P-384 operations one request needs, single-threaded,
-/// with OpenSSL (what josekit, and so the server, uses).
-struct CryptoFloor {
+/// with one library.
+struct Primitives {
+    library: String,
     verify: f64,
     sign: f64,
     agree: f64,
     keygen: f64,
 }
 
-impl CryptoFloor {
-    /// The bare primitives, contexts and keys reused, as `openssl speed`
-    /// measures them: what no implementation on this library can beat.
-    fn measure(seconds: f64) -> CryptoFloor {
-        let group = EcGroup::from_curve_name(Nid::SECP384R1).expect("P-384");
-        let ours = EcKey::generate(&group).expect("key");
-        let theirs = EcKey::generate(&group).expect("key");
-        let digest = hash(MessageDigest::sha384(), &[7u8; 600]).expect("digest");
-        let signature = EcdsaSig::sign(&digest, &ours).expect("sign");
-        let verify = rate(seconds, || {
-            assert!(signature.verify(&digest, &ours).expect("verify"));
-        });
-        let sign = rate(seconds, || {
-            EcdsaSig::sign(&digest, &ours).expect("sign");
-        });
-        let mut context = BigNumContext::new().expect("context");
-        let agree = rate(seconds, || {
-            let mut shared = EcPoint::new(&group).expect("point");
-            shared
-                .mul2(
-                    &group,
-                    theirs.public_key(),
-                    ours.private_key(),
-                    &mut context,
-                )
-                .expect("agreement");
-        });
-        let keygen = rate(seconds, || {
-            EcKey::generate(&group).expect("key");
-        });
-        CryptoFloor {
-            verify,
-            sign,
-            agree,
-            keygen,
-        }
-    }
-
+impl Primitives {
     /// A save: the request signature and the inner JWS verified, one key
     /// agreement with the receiver's static key.
     fn saves_per_second(&self) -> f64 {
@@ -419,18 +398,137 @@ impl CryptoFloor {
 
     fn print(&self) {
         println!(
-            "  crypto floor (OpenSSL {}, one core): ES384 verify {:.0}/s, sign {:.0}/s, ECDH {:.0}/s, keygen {:.0}/s",
-            openssl::version::version(),
-            self.verify,
-            self.sign,
-            self.agree,
-            self.keygen
+            "  {} (one core): ES384 verify {:.0}/s, sign {:.0}/s, ECDH {:.0}/s, keygen {:.0}/s",
+            self.library, self.verify, self.sign, self.agree, self.keygen
         );
         println!(
-            "  floor: save (2 verify + 1 ECDH) {:.0}/s, load (verify + sign + keygen + ECDH) {:.0}/s",
+            "    floor: save (2 verify + 1 ECDH) {:.0}/s, load (verify + sign + keygen + ECDH) {:.0}/s",
             self.saves_per_second(),
             self.loads_per_second()
         );
+    }
+}
+
+/// The floor: the primitives of the library the server uses (aws-lc-rs),
+/// and OpenSSL's (what it used before, through josekit) for comparison.
+struct CryptoFloor {
+    server: Primitives,
+    openssl: Primitives,
+}
+
+impl CryptoFloor {
+    fn measure(seconds: f64) -> CryptoFloor {
+        CryptoFloor {
+            server: measure_aws_lc(seconds),
+            openssl: measure_openssl(seconds),
+        }
+    }
+
+    fn saves_per_second(&self) -> f64 {
+        self.server.saves_per_second()
+    }
+
+    fn loads_per_second(&self) -> f64 {
+        self.server.loads_per_second()
+    }
+
+    fn print(&self) {
+        println!("  crypto floor, measured now; the ratios below are against the first:");
+        self.server.print();
+        self.openssl.print();
+    }
+}
+
+/// aws-lc-rs's P-384 as the server calls it: keys parsed once, a 600-byte
+/// signing input hashed per signature.
+fn measure_aws_lc(seconds: f64) -> Primitives {
+    use aws_lc_rs::agreement::{self, EphemeralPrivateKey, PrivateKey, ECDH_P384};
+    use aws_lc_rs::encoding::AsBigEndian;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P384_SHA384_FIXED,
+        ECDSA_P384_SHA384_FIXED_SIGNING,
+    };
+    let rng = SystemRandom::new();
+    let message = [7u8; 600];
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("key");
+    let signer =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref()).expect("key");
+    let verifier = ParsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, signer.public_key().as_ref())
+        .expect("public key");
+    let signature = signer.sign(&rng, &message).expect("sign");
+    let verify = rate(seconds, || {
+        verifier
+            .verify_sig(&message, signature.as_ref())
+            .expect("verify");
+    });
+    let sign = rate(seconds, || {
+        signer.sign(&rng, &message).expect("sign");
+    });
+    let ours = PrivateKey::generate(&ECDH_P384).expect("key");
+    let theirs = PrivateKey::generate(&ECDH_P384).expect("key");
+    let peer = agreement::ParsedPublicKey::try_from(agreement::UnparsedPublicKey::new(
+        &ECDH_P384,
+        theirs
+            .compute_public_key()
+            .expect("public key")
+            .as_ref()
+            .to_vec(),
+    ))
+    .expect("public key");
+    let agree = rate(seconds, || {
+        agreement::agree(&ours, peer.clone(), (), |z| Ok(z.len())).expect("agreement");
+    });
+    let keygen = rate(seconds, || {
+        let key = EphemeralPrivateKey::generate(&ECDH_P384, &rng).expect("key");
+        let public = key.compute_public_key().expect("public key");
+        let _: aws_lc_rs::encoding::EcPublicKeyUncompressedBin<'_> =
+            public.as_be_bytes().expect("point");
+    });
+    Primitives {
+        library: "aws-lc-rs (AWS-LC), the server's".into(),
+        verify,
+        sign,
+        agree,
+        keygen,
+    }
+}
+
+/// OpenSSL's bare primitives, contexts and keys reused, as `openssl speed`
+/// measures them.
+fn measure_openssl(seconds: f64) -> Primitives {
+    let group = EcGroup::from_curve_name(Nid::SECP384R1).expect("P-384");
+    let ours = EcKey::generate(&group).expect("key");
+    let theirs = EcKey::generate(&group).expect("key");
+    let digest = hash(MessageDigest::sha384(), &[7u8; 600]).expect("digest");
+    let signature = EcdsaSig::sign(&digest, &ours).expect("sign");
+    let verify = rate(seconds, || {
+        assert!(signature.verify(&digest, &ours).expect("verify"));
+    });
+    let sign = rate(seconds, || {
+        EcdsaSig::sign(&digest, &ours).expect("sign");
+    });
+    let mut context = BigNumContext::new().expect("context");
+    let agree = rate(seconds, || {
+        let mut shared = EcPoint::new(&group).expect("point");
+        shared
+            .mul2(
+                &group,
+                theirs.public_key(),
+                ours.private_key(),
+                &mut context,
+            )
+            .expect("agreement");
+    });
+    let keygen = rate(seconds, || {
+        EcKey::generate(&group).expect("key");
+    });
+    Primitives {
+        library: format!("OpenSSL {}, before", openssl::version::version()),
+        verify,
+        sign,
+        agree,
+        keygen,
     }
 }
 

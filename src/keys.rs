@@ -2,21 +2,23 @@
 //!
 //! Keys are loaded and checked once (P-384 EC, a `kid`, a private part for
 //! receiver keys, no duplicate kids, receiver key files not readable by other
-//! users) and turned into ready josekit signers, verifiers, encrypters and
-//! decrypters. Nothing here knows about HTTP. Private material never leaves
+//! users) and parsed once into the ready signers, verifiers, encrypters and
+//! decrypters of [`crate::crypto::primitives`] (aws-lc-rs under josekit's
+//! traits): a request never parses a configured key. Nothing here knows about HTTP. Private material never leaves
 //! this module in printable form: the `Debug` impls show only the kid.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use josekit::jwe::alg::ecdh_es::{EcdhEsJweDecrypter, EcdhEsJweEncrypter};
-use josekit::jwe::{ECDH_ES_A192KW, ECDH_ES_A256KW};
 use josekit::jwk::Jwk;
-use josekit::jws::alg::ecdsa::{EcdsaJwsSigner, EcdsaJwsVerifier};
 use josekit::jws::ES384;
 
 use crate::config::{KeySource, StoreEntry};
+use crate::crypto::primitives::{
+    EcdhEsKwDecrypter, EcdhEsKwEncrypter, Es384Signer, Es384Verifier, KeyMaterialError,
+    KeyWrapAlgorithm, P384Parts,
+};
 
 /// A key that cannot be used; the message names its source and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +52,8 @@ impl fmt::Display for KeyRole {
 pub struct PlatformKey {
     kid: String,
     store: String,
-    verifier: EcdsaJwsVerifier,
-    encrypter: EcdhEsJweEncrypter,
+    verifier: Es384Verifier,
+    encrypter: EcdhEsKwEncrypter,
 }
 
 impl PlatformKey {
@@ -64,11 +66,11 @@ impl PlatformKey {
         &self.store
     }
     /// ES384 verifier.
-    pub fn verifier(&self) -> &EcdsaJwsVerifier {
+    pub fn verifier(&self) -> &Es384Verifier {
         &self.verifier
     }
     /// ECDH-ES+A192KW encrypter for reply tokens.
-    pub fn encrypter(&self) -> &EcdhEsJweEncrypter {
+    pub fn encrypter(&self) -> &EcdhEsKwEncrypter {
         &self.encrypter
     }
 }
@@ -85,9 +87,9 @@ impl fmt::Debug for PlatformKey {
 pub struct ReceiverKey {
     kid: String,
     store: String,
-    decrypter_a192kw: EcdhEsJweDecrypter,
-    decrypter_a256kw: EcdhEsJweDecrypter,
-    signer: EcdsaJwsSigner,
+    decrypter_a192kw: EcdhEsKwDecrypter,
+    decrypter_a256kw: EcdhEsKwDecrypter,
+    signer: Es384Signer,
 }
 
 impl ReceiverKey {
@@ -100,15 +102,15 @@ impl ReceiverKey {
         &self.store
     }
     /// ECDH-ES+A192KW decrypter.
-    pub fn decrypter_a192kw(&self) -> &EcdhEsJweDecrypter {
+    pub fn decrypter_a192kw(&self) -> &EcdhEsKwDecrypter {
         &self.decrypter_a192kw
     }
     /// ECDH-ES+A256KW decrypter.
-    pub fn decrypter_a256kw(&self) -> &EcdhEsJweDecrypter {
+    pub fn decrypter_a256kw(&self) -> &EcdhEsKwDecrypter {
         &self.decrypter_a256kw
     }
     /// ES384 signer for reply tokens.
-    pub fn signer(&self) -> &EcdsaJwsSigner {
+    pub fn signer(&self) -> &Es384Signer {
         &self.signer
     }
 }
@@ -169,13 +171,13 @@ impl KeyRing {
                 jwk.kid
             )));
         }
-        let public = jwk.public.clone();
-        let verifier = ES384
-            .verifier_from_jwk(&public)
-            .map_err(|_| fail("cannot be used as an ES384 verification key".into()))?;
-        let encrypter = ECDH_ES_A192KW
-            .encrypter_from_jwk(&public)
-            .map_err(|_| fail("cannot be used as an ECDH-ES encryption key".into()))?;
+        let unusable =
+            |what: &str, e: KeyMaterialError| fail(format!("cannot be used as an {what} key: {e}"));
+        let parts = p384_parts(&jwk.public).map_err(|e| unusable("EC", e))?;
+        let verifier =
+            Es384Verifier::new(&parts, &jwk.kid).map_err(|e| unusable("ES384 verification", e))?;
+        let encrypter = EcdhEsKwEncrypter::new(KeyWrapAlgorithm::A192, &parts, &jwk.kid)
+            .map_err(|e| unusable("ECDH-ES encryption", e))?;
         self.platform.insert(
             jwk.kid.clone(),
             PlatformKey {
@@ -205,16 +207,17 @@ impl KeyRing {
             .private
             .as_ref()
             .ok_or_else(|| fail("the receiver key has no private part \"d\"".into()))?;
-        let unusable = |what: &str| fail(format!("the private key cannot be used for {what}"));
-        let decrypter_a192kw = ECDH_ES_A192KW
-            .decrypter_from_jwk(private)
-            .map_err(|_| unusable("ECDH-ES+A192KW"))?;
-        let decrypter_a256kw = ECDH_ES_A256KW
-            .decrypter_from_jwk(private)
-            .map_err(|_| unusable("ECDH-ES+A256KW"))?;
-        let signer = ES384
-            .signer_from_jwk(private)
-            .map_err(|_| unusable("ES384 signing"))?;
+        let unusable = |what: &str, e: KeyMaterialError| {
+            fail(format!("the private key cannot be used for {what}: {e}"))
+        };
+        let parts = p384_parts(private).map_err(|e| unusable("EC", e))?;
+        let decrypter = |alg: KeyWrapAlgorithm| {
+            EcdhEsKwDecrypter::new(alg, &parts, &jwk.kid).map_err(|e| unusable(alg.name(), e))
+        };
+        let decrypter_a192kw = decrypter(KeyWrapAlgorithm::A192)?;
+        let decrypter_a256kw = decrypter(KeyWrapAlgorithm::A256)?;
+        let signer =
+            Es384Signer::new(&parts, &jwk.kid).map_err(|e| unusable("ES384 signing", e))?;
         self.receiver.insert(
             jwk.kid.clone(),
             ReceiverKey {
@@ -246,6 +249,16 @@ impl fmt::Debug for CheckedJwk {
             .field("has_private", &self.private.is_some())
             .finish()
     }
+}
+
+/// The raw coordinates (and `d`, when present) of a checked P-384 JWK.
+fn p384_parts(jwk: &Jwk) -> Result<P384Parts, KeyMaterialError> {
+    let member = |name: &str| jwk.parameter(name).and_then(serde_json::Value::as_str);
+    P384Parts::from_members(
+        member("x").unwrap_or_default(),
+        member("y").unwrap_or_default(),
+        member("d"),
+    )
 }
 
 fn key_error(source: &KeySource, problem: String) -> KeyError {

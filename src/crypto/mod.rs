@@ -1,5 +1,7 @@
 //! JOSE for the Flow External Storage API, on josekit, with no HTTP types.
 //!
+//! - [`primitives`] puts aws-lc-rs under josekit's traits: every P-384, AES
+//!   and HMAC operation of a request or reply runs there.
 //! - [`request`] checks the `X-ManyWho-Signature` JWS of a request.
 //! - [`token`] opens the nested JWT (JWE around JWS) of a state the platform
 //!   saves, and seals the one a load returns.
@@ -15,6 +17,7 @@
 pub mod claims;
 pub mod compact;
 pub mod error;
+pub mod primitives;
 pub mod request;
 pub mod token;
 

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::LazyLock;
 
 use josekit::jwe::{JweCompression, JweContext, JweDecrypter};
 use josekit::jws::{JwsContext, JwsHeader as JosekitJwsHeader};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use super::claims::{check_times, Audience, TimePolicy};
 use super::compact::{self, JweHeader, JwsHeader};
 use super::error::TokenError;
+use super::primitives::contract_jwe_context;
 use super::request::{verify_es384, PLATFORM_ISSUER};
 use crate::keys::{KeyRing, PlatformKey, ReceiverKey};
 use crate::model::{parse_canonical_uuid, State, StateMeta, Timestamp};
@@ -42,6 +44,11 @@ fn content_encryption(enc: &str) -> Option<(usize, usize)> {
         _ => None,
     }
 }
+
+/// The framing of reply tokens, built once (a context is a few registries;
+/// no key lives in it).
+static REPLY_JWE: LazyLock<JweContext> = LazyLock::new(contract_jwe_context);
+static REPLY_JWS: LazyLock<JwsContext> = LazyLock::new(JwsContext::new);
 
 /// DEFLATE that refuses to inflate past a cap, so a small token cannot
 /// expand into gigabytes (a "zip bomb").
@@ -126,11 +133,7 @@ impl StateTokenOpener {
     /// An opener that inflates at most `max_inflated_bytes` and tolerates
     /// `skew_seconds` of platform clock lead.
     pub fn new(max_inflated_bytes: u64, skew_seconds: i64) -> Self {
-        let mut jwe = JweContext::new();
-        // josekit registers more than the contract allows; keep only ours.
-        for enc in ["A128CBC-HS256", "A128GCM", "A192GCM", "A256GCM"] {
-            jwe.remove_content_encryption(enc);
-        }
+        let mut jwe = contract_jwe_context();
         jwe.remove_compression("DEF");
         jwe.add_compression(Box::new(CappedDeflate {
             limit: max_inflated_bytes,
@@ -365,7 +368,7 @@ pub fn seal_state_token(
     let mut jws_header = JosekitJwsHeader::new();
     jws_header.set_token_type("JWT");
     jws_header.set_key_id(receiver.kid());
-    let jws = JwsContext::new()
+    let jws = REPLY_JWS
         .serialize_compact(&payload, &jws_header, receiver.signer())
         .map_err(|_| TokenError::Seal)?;
     let mut jwe_header = josekit::jwe::JweHeader::new();
@@ -373,7 +376,7 @@ pub fn seal_state_token(
     jwe_header.set_content_type("JWT");
     jwe_header.set_key_id(platform.kid());
     jwe_header.set_compression("DEF");
-    JweContext::new()
+    REPLY_JWE
         .serialize_compact(jws.as_bytes(), &jwe_header, platform.encrypter())
         .map_err(|_| TokenError::Seal)
 }

@@ -46,7 +46,7 @@ pub enum TlsError {
 /// The cryptography of every TLS connection the crate makes or accepts
 /// (server and [`crate::client`]): one place to choose it.
 pub fn tls_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Loads a certificate chain and its key, checking that they match.

@@ -1,7 +1,8 @@
 //! The sled engine: one embedded database on local disk, the single-node
 //! default. [`Database`] is the synchronous core (sled is synchronous):
 //! a save or delete of several states is one sled transaction, and every
-//! write returns only after `flush`, which fsyncs sled's log. [`SledStore`]
+//! write returns only after a `flush` that started after it, which fsyncs
+//! sled's log; concurrent writers share that flush ([`group_commit`]). [`SledStore`]
 //! is the [`Store`] the service holds: it runs each call on a blocking
 //! thread within [`STORAGE_TIMEOUT`].
 //!
@@ -9,6 +10,7 @@
 //! free-space guard, the storage timeout and [`StoreError::Stuck`].
 
 pub mod codec;
+pub mod group_commit;
 pub mod reserve;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use uuid::Uuid;
 
 use super::{SaveOutcome, Store, StoreError, StoreStats};
 use crate::model::State;
+use group_commit::GroupCommit;
 use reserve::{Reserve, RESERVE_BYTES};
 
 const STATES_TREE: &str = "states";
@@ -163,6 +166,8 @@ pub struct Database {
     health_probe: Arc<Mutex<()>>,
     // Space set aside for opening on a full disk (see `reserve`).
     reserve: Arc<Reserve>,
+    // Concurrent writes share one flush (see `group_commit`).
+    commits: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for Database {
@@ -208,6 +213,7 @@ impl Database {
             space_wanted: Arc::new(AtomicU64::new(0)),
             health_probe: Arc::new(Mutex::new(())),
             reserve: Arc::new(reserve),
+            commits: Arc::new(GroupCommit::default()),
         };
         store.check_format()?;
         if !store.reserve.restore(MIN_FREE_BYTES) {
@@ -312,7 +318,7 @@ impl Database {
                 Ok(outcome)
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()?;
+        self.commit()?;
         self.space_wanted.store(0, Ordering::Relaxed);
         Ok(outcome)
     }
@@ -355,7 +361,7 @@ impl Database {
                 Ok(removed)
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()?;
+        self.commit()?;
         Ok(removed)
     }
 
@@ -372,7 +378,7 @@ impl Database {
             purged += self.purge_one(&index_key, tenant, id, now)?;
         }
         if purged > 0 {
-            self.flush()?;
+            self.commit()?;
         }
         Ok(purged)
     }
@@ -435,7 +441,7 @@ impl Database {
                 "health probe read back a different value".into(),
             ));
         }
-        self.flush()
+        self.commit()
     }
 
     /// Up to `limit` states in key order after `after` (see [`Store::scan`]).
@@ -469,6 +475,12 @@ impl Database {
             states: self.states.len() as u64,
             bytes_on_disk: self.db.size_on_disk().map_err(|e| self.err(e))?,
         })
+    }
+
+    /// Returns once everything this thread wrote is on disk, sharing the
+    /// flush with concurrent writers.
+    fn commit(&self) -> Result<(), StoreError> {
+        self.commits.commit(|| self.flush())
     }
 
     /// Forces everything written so far to disk.
