@@ -12,7 +12,9 @@ use flow_store::model::{State, StateMeta, Timestamp};
 use flow_store::store::postgres::{PostgresOptions, PostgresStore};
 use flow_store::store::{Store, StoreError};
 
-use crate::common::{start_or_skip, uuid, Deployment, Engine, PgServer, Running, Setup, StoreKeys};
+use crate::common::{
+    save_body, start_or_skip, uuid, Deployment, Engine, PgServer, Running, Setup, StoreKeys,
+};
 
 /// Engine options for `database` of `cluster`, the password in `dir`.
 fn options(cluster: &PgServer, database: &str, dir: &std::path::Path) -> PostgresOptions {
@@ -326,7 +328,11 @@ struct TwoNodes {
 }
 
 async fn two_nodes() -> Option<TwoNodes> {
-    let cluster = PgServer::shared()?;
+    Some(two_nodes_on(PgServer::shared()?).await)
+}
+
+/// [`two_nodes`] on a database of `cluster`.
+async fn two_nodes_on(cluster: &PgServer) -> TwoNodes {
     let database = cluster.create_database().await;
     let keys = StoreKeys::generate();
     let node = |keys: StoreKeys| {
@@ -339,11 +345,11 @@ async fn two_nodes() -> Option<TwoNodes> {
     };
     let (da, a) = node(keys.clone());
     let (db, b) = node(keys);
-    Some(TwoNodes {
+    TwoNodes {
         a,
         b,
         _dirs: [da, db],
-    })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,5 +398,123 @@ async fn concurrent_writers_through_two_nodes_newest_wins() {
     assert_eq!(a.content(&t, &id).await, "39");
     assert_eq!(b.content(&t, &id).await, "39");
     a.terminate().await;
+    b.terminate().await;
+}
+
+/// What a writer saw.
+struct Written {
+    /// (tenant, id) of every save answered 204.
+    acknowledged: Vec<(String, String)>,
+    /// Every other status.
+    refused: Vec<u16>,
+    /// Whether it stopped because the node was gone (no answer at all).
+    node_gone: bool,
+}
+
+/// Saves one new state after another through `client` until `stop`, or
+/// until the node no longer answers.
+async fn writer(
+    client: crate::common::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Written {
+    let mut written = Written {
+        acknowledged: Vec::new(),
+        refused: Vec::new(),
+        node_gone: false,
+    };
+    let tenant = uuid();
+    // Bounded: at most 2 000 saves, whatever happens.
+    for _ in 0..2000 {
+        if *stop.borrow() {
+            break;
+        }
+        let id = uuid();
+        let token = client.token(&client.claims(&tenant, &id, "\"acked\"", "2024-01-01T00:00:00Z"));
+        let request = client
+            .signed("POST", &client.states_path(&tenant), &tenant)
+            .header("content-type", "application/json")
+            .body(save_body(&[token]));
+        match client.http.try_send(request).await {
+            Ok(reply) if reply.status == 204 => written.acknowledged.push((tenant.clone(), id)),
+            Ok(reply) => {
+                written.refused.push(reply.status);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => {
+                written.node_gone = true;
+                break;
+            }
+        }
+    }
+    written
+}
+
+/// Under load through two nodes: node A is SIGKILLed, then the database is
+/// stopped for 10 s. The survivor answers 503 (never 204) while the database
+/// is away and serves again by itself; every save that got 204 loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_and_a_stopped_database_lose_nothing_acknowledged() {
+    let Some(cluster) = PgServer::start() else {
+        return;
+    };
+    let TwoNodes { a, mut b, _dirs } = two_nodes_on(&cluster).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let on_a = tokio::spawn(writer(a.client.clone(), stopped.clone()));
+    let on_b = tokio::spawn(writer(b.client.clone(), stopped));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.signal("KILL");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop();
+    // /health on the survivor reports the database gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.health().await.status != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed 200 with the database stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while b.health().await.status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "/health did not recover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop.send(true);
+    let on_a = on_a.await.unwrap();
+    let on_b = on_b.await.unwrap();
+
+    assert!(b.is_running(), "node B died:\n{}", b.stderr_text());
+    assert!(
+        on_a.node_gone,
+        "the writer through node A never noticed its death"
+    );
+    assert!(!on_b.node_gone, "node B stopped answering");
+    assert!(
+        !on_a.acknowledged.is_empty() && !on_b.acknowledged.is_empty(),
+        "no load reached the nodes"
+    );
+    assert!(
+        on_b.refused.iter().all(|&status| status == 503),
+        "while the database was away node B answered {:?}, not only 503",
+        on_b.refused
+    );
+    assert!(
+        !on_b.refused.is_empty(),
+        "node B never saw the database go away"
+    );
+    for (tenant, id) in on_a.acknowledged.iter().chain(&on_b.acknowledged) {
+        assert_eq!(
+            b.content(tenant, id).await,
+            "\"acked\"",
+            "an acknowledged save was lost"
+        );
+    }
     b.terminate().await;
 }
