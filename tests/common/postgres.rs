@@ -31,6 +31,8 @@ pub struct PgServer {
     run_as: Option<&'static str>,
     /// Serves TLS only (with this certificate), refusing plain TCP.
     tls: bool,
+    /// fsync on, as in production (benchmarks); off for the tests.
+    fsync: bool,
 }
 
 impl PgServer {
@@ -43,16 +45,23 @@ impl PgServer {
 
     /// A private cluster; `None` (after a SKIP line) without PostgreSQL.
     pub fn start() -> Option<PgServer> {
-        PgServer::start_with(None)
+        PgServer::start_with(None, false)
+    }
+
+    /// A private cluster with fsync on, as in production, for benchmarks.
+    // Used by benches/engines.rs, which includes this file; no test needs it.
+    #[allow(dead_code)]
+    pub fn start_durable() -> Option<PgServer> {
+        PgServer::start_with(None, true)
     }
 
     /// A private cluster that accepts TLS connections only, presenting
     /// `cert`; `None` (after a SKIP line) without PostgreSQL.
     pub fn start_tls_only(cert: &TestCert) -> Option<PgServer> {
-        PgServer::start_with(Some(cert))
+        PgServer::start_with(Some(cert), false)
     }
 
-    fn start_with(tls: Option<&TestCert>) -> Option<PgServer> {
+    fn start_with(tls: Option<&TestCert>, fsync: bool) -> Option<PgServer> {
         let Some(bin) = binaries() else {
             skip_line();
             return None;
@@ -81,6 +90,7 @@ impl PgServer {
             dir,
             run_as,
             tls: tls.is_some(),
+            fsync,
         };
         run(server
             .pg_command("initdb")
@@ -163,12 +173,13 @@ impl PgServer {
     /// Starts the (stopped) server again on the same port.
     pub fn start_again(&self) {
         let mut options = format!(
-            // fsync off: no test crashes the database's machine, and fsync
-            // on a disk shared by three builds makes every test crawl.
-            // synchronous_commit stays on, as in production.
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            // fsync off for the tests: none crashes the database's machine,
+            // and fsync on a disk shared by three builds makes every test
+            // crawl. On for benchmarks. synchronous_commit stays on.
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=300",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.fsync { "on" } else { "off" }
         );
         if self.tls {
             let dir = self.dir.path().display();
