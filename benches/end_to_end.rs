@@ -12,10 +12,11 @@
 //! figure is per core. Asserts nothing; prints figures.
 //!
 //! Run: `cargo bench --bench end_to_end` (`-- --quick` for a short run,
-//! `-- --clients N` to change the concurrency, default 32; `-- --binary
-//! PATH`, repeatable, measures those binaries one after the other in the same
-//! run instead of the one just built, e.g. a build of an earlier commit next
-//! to this one).
+//! `-- --clients N` to change the concurrency, default 32). `-- --before
+//! PATH` first measures PATH, a release build of an earlier commit, in the
+//! same run and under the same floor as the binary just built: the
+//! before/after of a change. PATH must predate the `[metrics]` setting
+//! (commit 82d7d7a): its configuration is written without that table.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -65,14 +66,20 @@ fn main() {
         large_requests: if quick { 64 } else { 320 },
         floor_seconds: if quick { 0.5 } else { 2.0 },
     };
-    let mut binaries: Vec<PathBuf> = args
-        .windows(2)
-        .filter(|pair| pair[0] == "--binary")
-        .map(|pair| PathBuf::from(&pair[1]))
-        .collect();
-    if binaries.is_empty() {
-        binaries.push(PathBuf::from(env!("CARGO_BIN_EXE_flow-store")));
-    }
+    let before = args
+        .iter()
+        .position(|a| a == "--before")
+        .and_then(|i| args.get(i + 1))
+        .map(|path| (PathBuf::from(path), Build::Before));
+    let current = (
+        PathBuf::from(env!("CARGO_BIN_EXE_flow-store")),
+        Build::Current,
+    );
+    // Before anything runs here, so the floor is measured on the client's
+    // core too, and the runtime's threads inherit the pinning.
+    // Counted first: once pinned, this process sees one core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let client_pinned = cores >= 2 && pin(std::process::id(), "1");
     println!("flow-store end-to-end benchmark");
     println!(
         "  clients  {} HTTP/2 connections, one request in flight each",
@@ -85,10 +92,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    for binary in &binaries {
-        let bench = Bench::start(binary);
+    for (binary, build) in before.iter().chain([&current]) {
+        let bench = Bench::start(binary, *build, client_pinned);
         runtime.block_on(bench.run(&plan, &floor));
     }
+}
+
+/// Which build a binary is: the one built with this bench, or an earlier
+/// one, whose configuration schema has no `[metrics]` table yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    Before,
+    Current,
 }
 
 /// The server under test and what the clients need to talk to it.
@@ -102,7 +117,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn start(binary: &Path) -> Bench {
+    fn start(binary: &Path, build: Build, client_pinned: bool) -> Bench {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         for sub in ["keys", "tls"] {
@@ -120,13 +135,18 @@ impl Bench {
         write_private(&root.join("tls/cert.pem"), &cert);
         write_private(&root.join("tls/key.pem"), &key);
         let config = Config::local("127.0.0.1:0", "end-to-end bench");
-        std::fs::write(root.join("config.toml"), config.to_toml().expect("config"))
-            .expect("config");
+        let mut text = config.to_toml().expect("config");
+        if build == Build::Before {
+            let mut document: toml_edit::DocumentMut = text.parse().expect("config");
+            document.remove("metrics");
+            text = document.to_string();
+        }
+        std::fs::write(root.join("config.toml"), text).expect("config");
         let server = ServerProcess::spawn(binary, &root.join("config.toml"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
         let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())
             .expect("platform keys");
-        let pinned = pin(server.pid());
+        let pinned = client_pinned && pin(server.pid(), "0");
         Bench {
             _dir: dir,
             binary: binary.to_path_buf(),
@@ -544,22 +564,14 @@ fn rate(seconds: f64, mut op: impl FnMut()) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Pins `server` to core 0 and this process to core 1, when there are two
-/// cores and `taskset` (util-linux). New threads inherit the pinning.
-fn pin(server: u32) -> bool {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        return false;
-    }
-    let taskset = |core: &str, pid: u32| {
-        Command::new("taskset")
-            .args(["-a", "-p", "-c", core, &pid.to_string()])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    taskset("0", server) && taskset("1", std::process::id())
+/// Pins every thread of `pid` to `core`, when `taskset` (util-linux) is
+/// there. New threads inherit the pinning.
+fn pin(pid: u32, core: &str) -> bool {
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", core, &pid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
-
 /// `len` characters of text that does not compress (a state is often
 /// already dense JSON).
 fn pseudo_random_text(len: usize) -> String {

@@ -2,9 +2,10 @@
 //!
 //! [`App::open`] does every start-up check before anything is bound (keys
 //! parse and are P-384, the certificate matches its key, the database opens
-//! and is not locked); [`App::serve`] runs the listener, the expiry sweeper
-//! and the reload handler until the shutdown future completes, then drains
-//! and flushes the database.
+//! and is not locked); [`App::run`] serves the storage API on its listener
+//! and the metrics on theirs ([`Listeners`]), runs the expiry sweeper and
+//! the reload handler until the shutdown future completes, then drains and
+//! flushes the database.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,8 +21,10 @@ use crate::config::{Config, StorageEngine};
 use crate::http::auth::BasicCredentials;
 use crate::http::StorageApi;
 use crate::keys::KeyRing;
+use crate::metrics::endpoint::MetricsEndpoint;
+use crate::metrics::Metrics;
 use crate::server::tls::{self, ReloadableCert};
-use crate::server::{self, ServerOptions};
+use crate::server::{self, ConnectionEvents, ServerOptions};
 use crate::service::Service;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sled::SledStore;
@@ -31,8 +34,29 @@ use crate::store::Store;
 pub struct App {
     config: Config,
     service: Arc<Service>,
+    metrics: Arc<Metrics>,
     cert: Option<Arc<ReloadableCert>>,
     basic: Option<BasicCredentials>,
+}
+
+/// The bound sockets a store serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The platform-facing storage API.
+    pub api: TcpListener,
+    /// Plain-HTTP `/metrics`, when `[metrics] listen` is set.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Binds `addr` for `setting` (named in the error), ready for tokio.
+pub fn bind(addr: std::net::SocketAddr, setting: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} ({setting}): is another flow-store or another service using this port?")
+    })?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("configuring the listener on {addr} ({setting})"))?;
+    Ok(listener)
 }
 
 impl std::fmt::Debug for App {
@@ -60,6 +84,7 @@ impl App {
         };
         let basic = load_basic_credentials(config)?;
         let store = open_store(config).await?;
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), store.engine()));
         let service = Service::new(
             store,
             keys,
@@ -70,6 +95,7 @@ impl App {
         Ok(App {
             config: config.clone(),
             service: Arc::new(service),
+            metrics,
             cert,
             basic,
         })
@@ -80,30 +106,47 @@ impl App {
         Arc::clone(&self.service)
     }
 
-    /// Serves `listener` until `shutdown` completes; then drains, stops the
-    /// sweeper and flushes the database.
+    /// The metrics, for in-process callers (the backup feature records its
+    /// successes there).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Serves the storage API on `listener` (no metrics listener) until
+    /// `shutdown` completes; then drains, stops the sweeper and flushes the
+    /// database.
     pub fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> impl Future<Output = anyhow::Result<()>> + Send {
-        self.serve_with_reload(listener, shutdown, None)
+        let listeners = Listeners {
+            api: listener,
+            metrics: None,
+        };
+        self.run(listeners, shutdown, None)
     }
 
-    /// [`App::serve`], reloading keys and certificate whenever `reloads`
-    /// yields (SIGHUP in production).
-    pub async fn serve_with_reload(
+    /// Serves `listeners` until `shutdown` completes, reloading keys and
+    /// certificate whenever `reloads` yields (SIGHUP in production); then
+    /// drains both listeners, stops the sweeper and flushes the database.
+    pub async fn run(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
         reloads: Option<tokio::sync::mpsc::Receiver<()>>,
     ) -> anyhow::Result<()> {
         let App {
             config,
             service,
+            metrics,
             cert,
             basic,
         } = self;
+        let Listeners {
+            api: listener,
+            metrics: metrics_listener,
+        } = listeners;
         let tls = match &cert {
             Some(cert) => Some(TlsAcceptor::from(
                 tls::server_config(Arc::clone(cert)).context("building the TLS configuration")?,
@@ -115,6 +158,7 @@ impl App {
             base_path: config.server.base_path.clone(),
             max_body_bytes: config.server.max_body_bytes,
             basic,
+            metrics: Arc::clone(&metrics),
         });
         let options = ServerOptions {
             max_connections: config.server.max_connections,
@@ -126,6 +170,7 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
         let sweeper = tokio::spawn(sweep(
             Arc::clone(&service),
+            Arc::clone(&metrics),
             Duration::from_secs(config.storage.sweep_interval_seconds),
             stop_rx.clone(),
         ));
@@ -137,9 +182,36 @@ impl App {
                 config.clone(),
                 Arc::clone(&service),
                 cert.clone(),
-                stop_rx,
+                stop_rx.clone(),
             ))
         });
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .context("reading the metrics listener's address")?;
+                // Not "listening on": harnesses take that line for the API's.
+                log::info!("metrics at http://{addr}/metrics");
+                let endpoint = Arc::new(MetricsEndpoint::new(
+                    Arc::clone(&metrics),
+                    Arc::clone(&service),
+                    config.storage.path.clone(),
+                    cert.clone(),
+                ));
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(server::run(
+                    listener,
+                    None,
+                    endpoint,
+                    options,
+                    Arc::new(()),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                )))
+            }
+            None => None,
+        };
         let addr = listener
             .local_addr()
             .context("reading the listener's address")?;
@@ -154,10 +226,14 @@ impl App {
             service.keys().store_count()
         );
         crate::notify::ready();
-        server::run(listener, tls, api, options, shutdown).await;
+        let events: Arc<dyn ConnectionEvents> = metrics;
+        server::run(listener, tls, api, options, events, shutdown).await;
         crate::notify::stopping();
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         if let Some(reloader) = reloader {
             let _ = reloader.await;
         }
@@ -227,7 +303,12 @@ fn load_basic_credentials(config: &Config) -> anyhow::Result<Option<BasicCredent
 }
 
 /// Purges expired states every `interval` until told to stop.
-async fn sweep(service: Arc<Service>, interval: Duration, mut stop: watch::Receiver<bool>) {
+async fn sweep(
+    service: Arc<Service>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -237,8 +318,14 @@ async fn sweep(service: Arc<Service>, interval: Duration, mut stop: watch::Recei
         }
         match service.purge_expired().await {
             Ok(0) => {}
-            Ok(n) => log::info!("purged {n} expired state(s)"),
-            Err(e) => log::error!("purging expired states failed: {e}"),
+            Ok(n) => {
+                metrics.purged(n);
+                log::info!("purged {n} expired state(s)");
+            }
+            Err(e) => {
+                metrics.service_failed(&e);
+                log::error!("purging expired states failed: {e}");
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::app::App;
+use crate::app::{self, App};
 use crate::clock::SystemClock;
 use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 use crate::simulate::{self, SimulateOptions};
@@ -259,16 +259,13 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let app = runtime.block_on(App::open(config, Arc::new(SystemClock)))?;
     let addr = config.listen_addr().context("server.listen")?;
-    let std_listener = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("cannot listen on {addr} (server.listen): is another flow-store or another service using this port?")
-    })?;
-    std_listener
-        .set_nonblocking(true)
-        .context("configuring the listener")?;
+    let api = app::bind(addr, "server.listen")?;
+    let metrics = match config.metrics_addr().context("metrics.listen")? {
+        Some(addr) => Some(app::bind(addr, "metrics.listen")?),
+        None => None,
+    };
     if dev {
-        let bound = std_listener
-            .local_addr()
-            .context("reading the listener's address")?;
+        let bound = api.local_addr().context("reading the listener's address")?;
         crate::dev::write_simulate_target(
             Path::new(crate::dev::DEV_DIR),
             bound,
@@ -276,11 +273,16 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
         )?;
     }
     runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::from_std(std_listener).context("registering the listener")?;
+        let listeners = app::Listeners {
+            api: tokio::net::TcpListener::from_std(api).context("registering the listener")?,
+            metrics: metrics
+                .map(tokio::net::TcpListener::from_std)
+                .transpose()
+                .context("registering the metrics listener")?,
+        };
         let reloads = crate::server::shutdown::hangups();
-        app.serve_with_reload(
-            listener,
+        app.run(
+            listeners,
             crate::server::shutdown::terminate(),
             Some(reloads),
         )

@@ -54,6 +54,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The Prometheus metrics listener.
+    pub metrics: MetricsSettings,
     /// One entry per store created on the platform.
     pub stores: Vec<StoreEntry>,
     /// The file this configuration was loaded from (reloads re-read it).
@@ -230,6 +232,23 @@ impl Default for LogSettings {
     }
 }
 
+/// `[metrics]`: where Prometheus scrapes `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `address:port` of the plain-HTTP metrics listener; `""` turns it off.
+    /// It is never the platform-facing listener.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
 /// `[[stores]]`: the key pair of one store created on the platform.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +352,10 @@ impl Config {
     pub fn local(listen: &str, store_name: &str) -> Config {
         let mut config = Config::default();
         config.server.listen = listen.to_string();
+        // Several such stores run side by side (dev mode next to an
+        // installed service, parallel test servers): none claims the fixed
+        // metrics port unless asked to.
+        config.metrics.listen = String::new();
         config.stores.push(StoreEntry {
             name: store_name.to_string(),
             platform_key: KeySource::File("keys/platform.jwk".into()),
@@ -409,6 +432,20 @@ impl Config {
             return invalid(format!(
                 "server.listen = {:?} is not an address:port such as \"0.0.0.0:8443\"",
                 self.server.listen
+            ));
+        }
+        let Ok(metrics) = self.metrics_addr() else {
+            return invalid(format!(
+                "metrics.listen = {:?} is not an address:port such as \"127.0.0.1:9464\", nor \"\" (off)",
+                self.metrics.listen
+            ));
+        };
+        // The metrics never share the platform-facing listener.
+        let api_port = self.listen_addr().map(|a| a.port()).ok();
+        if metrics.is_some_and(|m| m.port() != 0 && Some(m.port()) == api_port) {
+            return invalid(format!(
+                "metrics.listen = {:?} uses the port of server.listen; the metrics need a port of their own",
+                self.metrics.listen
             ));
         }
         let base = &self.server.base_path;
@@ -504,6 +541,14 @@ impl Config {
     /// The parsed `server.listen`.
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
         self.server.listen.parse()
+    }
+
+    /// The parsed `metrics.listen`; `None` when metrics are off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.metrics.listen.trim() {
+            "" => Ok(None),
+            addr => addr.parse().map(Some),
+        }
     }
 
     /// The parsed `log.level`.
@@ -771,6 +816,20 @@ receiver_key = "/abs/r.jwk"
             .to_string()
             .contains("basic_password_file"));
         cfg.auth.basic_username = None;
+        cfg.metrics.listen = "localhost".into();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics.listen"));
+        cfg.metrics.listen = "0.0.0.0:8443".into();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("a port of their own"));
+        cfg.metrics.listen = String::new();
+        cfg.validate().unwrap();
         cfg.stores.clear();
         assert!(cfg
             .validate()

@@ -25,7 +25,10 @@
 //! 3. [`service`]: the use cases over crypto and store; no HTTP.
 //! 4. [`server`]: accept loop, TLS, timeouts and drain for any
 //!    [`server::Handler`]; knows no route.
-//! 5. [`http`]: the storage API, the handler the platform talks to.
+//! 5. [`metrics`]: the Prometheus instruments the layers above record into
+//!    (the accept loop through [`server::ConnectionEvents`]) and the
+//!    `/metrics` handler of their own listener; then [`http`]: the storage
+//!    API, the handler the platform talks to.
 //! 6. [`app`]: configuration in, running listeners out.
 //! 7. [`client`], [`platform`], [`simulate`], [`dev`], [`admin`], [`cli`]:
 //!    the commands and the tools around the server.
@@ -44,6 +47,7 @@ pub mod dev;
 pub mod http;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod platform;

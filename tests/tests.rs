@@ -55,6 +55,7 @@ mod on_postgres {
 mod config;
 mod harness;
 mod lifecycle;
+mod metrics;
 mod migrate;
 mod notify;
 mod postgres;

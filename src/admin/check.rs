@@ -247,6 +247,20 @@ pub fn static_checks(config_path: &Path, env: &[(String, String)]) -> (Report, O
             ),
         ),
     }
+    // An invalid value is already the "config" line's failure.
+    match config.metrics_addr() {
+        Ok(Some(addr)) => report.push(
+            Verdict::Ok,
+            "metrics",
+            format!("metrics.listen = {addr}: Prometheus scrapes http://{addr}/metrics"),
+        ),
+        Ok(None) => report.push(
+            Verdict::Ok,
+            "metrics",
+            "metrics.listen = \"\": no metrics listener",
+        ),
+        Err(_) => {}
+    }
     (report, Some(config))
 }
 
@@ -709,6 +723,7 @@ mod tests {
         for subject in [
             "config",
             "listen",
+            "metrics",
             "platform key",
             "receiver key",
             "kids",

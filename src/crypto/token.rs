@@ -8,7 +8,7 @@
 //! ([`TokenError::is_authentication_failure`]).
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::LazyLock;
 
 use josekit::jwe::{JweCompression, JweContext, JweDecrypter};
@@ -46,8 +46,13 @@ fn content_encryption(enc: &str) -> Option<(usize, usize)> {
 }
 
 /// The framing of reply tokens, built once (a context is a few registries;
-/// no key lives in it).
-static REPLY_JWE: LazyLock<JweContext> = LazyLock::new(contract_jwe_context);
+/// no key lives in it). It only compresses: inflating is refused.
+static REPLY_JWE: LazyLock<JweContext> = LazyLock::new(|| {
+    let mut jwe = contract_jwe_context();
+    jwe.remove_compression("DEF");
+    jwe.add_compression(Box::new(CappedDeflate { limit: 0 }));
+    jwe
+});
 static REPLY_JWS: LazyLock<JwsContext> = LazyLock::new(JwsContext::new);
 
 /// DEFLATE that refuses to inflate past a cap, so a small token cannot
@@ -73,8 +78,16 @@ impl JweCompression for CappedDeflate {
         "DEF"
     }
 
+    // Level 1, not josekit's default 6: on a 256 KiB reply, level 6 took
+    // over half of the server's time (profile in docs/performance.md), and
+    // state JSON compresses nearly as well at level 1.
     fn compress(&self, message: &[u8]) -> Result<Vec<u8>, io::Error> {
-        josekit::jwe::zip::Def.compress(message)
+        let mut encoder = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(message.len() / 2),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(message)?;
+        encoder.finish()
     }
 
     fn decompress(&self, data: &[u8]) -> Result<Vec<u8>, io::Error> {

@@ -11,6 +11,7 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENT
 use hyper::{Response, StatusCode};
 
 use super::auth::key_header;
+use crate::metrics::Failure;
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -23,6 +24,9 @@ pub struct ApiError {
     pub message: String,
     /// Extra detail for the journal only.
     pub cause: Option<String>,
+    /// What the metrics count for it (a refused credential, a storage
+    /// failure), if anything.
+    pub failure: Option<Failure>,
     allow: Option<&'static str>,
     basic_challenge: bool,
 }
@@ -34,6 +38,7 @@ impl ApiError {
             status,
             message: message.into(),
             cause: None,
+            failure: None,
             allow: None,
             basic_challenge: false,
         }
@@ -79,6 +84,7 @@ impl ApiError {
             "this store requires HTTP Basic credentials; the Authorization header is missing or wrong",
         );
         e.basic_challenge = true;
+        e.failure = Some(Failure::BASIC);
         e
     }
 
@@ -106,6 +112,16 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
+        let failure = Failure::of(&error);
+        let mut api = Self::classify(error);
+        api.failure = failure;
+        api
+    }
+}
+
+impl ApiError {
+    /// The status and message of `error`.
+    fn classify(error: ServiceError) -> Self {
         let message = error.to_string();
         match error {
             ServiceError::Signature(_) => Self::new(StatusCode::UNAUTHORIZED, message),
@@ -191,6 +207,28 @@ mod tests {
         );
         assert_eq!(status(StoreError::DiskFull.into()), 507);
         assert_eq!(status(StoreError::Unavailable("x".into()).into()), 503);
+    }
+
+    #[test]
+    fn refusals_and_storage_failures_are_counted() {
+        let failure = |e: ServiceError| ApiError::from(e).failure;
+        assert_eq!(
+            failure(SignatureError::Missing.into()),
+            Some(Failure::Rejected {
+                credential: "signature",
+                reason: "missing"
+            })
+        );
+        assert_eq!(
+            failure(StoreError::DiskFull.into()),
+            Some(Failure::Storage("disk_full"))
+        );
+        assert_eq!(failure(ServiceError::Seal(TokenError::Seal)), None);
+        assert_eq!(
+            ApiError::basic_auth_required().failure,
+            Some(Failure::BASIC)
+        );
+        assert_eq!(ApiError::no_route().failure, None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::{json_response, no_content, ApiError};
+use crate::metrics::Metrics;
 use crate::model::parse_canonical_uuid;
 use crate::service::{Authenticated, Service};
 
@@ -78,9 +79,15 @@ pub fn parse_delete_body(body: &[u8]) -> Result<Vec<Uuid>, ApiError> {
 }
 
 /// `POST {base}/states/{tenant}`.
-pub async fn save(service: &Service, auth: &Authenticated, body: &[u8]) -> Result<Reply, ApiError> {
+pub async fn save(
+    service: &Service,
+    metrics: &Metrics,
+    auth: &Authenticated,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
     let tokens = parse_save_body(body)?;
     let report = service.save(auth, tokens).await?;
+    metrics.saved(report.outcome);
     let ids: Vec<String> = report.ids.iter().map(Uuid::to_string).collect();
     let note = format!(
         "tenant={} states={} applied={} ignored={}",
@@ -93,11 +100,17 @@ pub async fn save(service: &Service, auth: &Authenticated, body: &[u8]) -> Resul
 }
 
 /// `GET {base}/states/{tenant}/{id}`.
-pub async fn load(service: &Service, auth: &Authenticated, id: Uuid) -> Result<Reply, ApiError> {
+pub async fn load(
+    service: &Service,
+    metrics: &Metrics,
+    auth: &Authenticated,
+    id: Uuid,
+) -> Result<Reply, ApiError> {
     let token = service
         .load(auth, id)
         .await?
         .ok_or_else(ApiError::no_state)?;
+    metrics.loaded();
     let body = serde_json::json!({ "token": token });
     let note = format!("tenant={} state={id}", auth.tenant);
     Ok(Reply::new(json_response(StatusCode::OK, &body), note))
@@ -106,12 +119,14 @@ pub async fn load(service: &Service, auth: &Authenticated, id: Uuid) -> Result<R
 /// `DELETE {base}/states/{tenant}`.
 pub async fn delete(
     service: &Service,
+    metrics: &Metrics,
     auth: &Authenticated,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
     let ids = parse_delete_body(body)?;
     let requested = ids.len();
     let removed = service.delete(auth, ids).await?;
+    metrics.deleted(removed);
     Ok(Reply::new(
         no_content(),
         format!("requested={requested} removed={removed}"),

@@ -1,8 +1,9 @@
 //! The storage API over HTTP: routing `(method, path)` to handlers,
 //! authentication before any handler runs, the body-size limit, the access
-//! log, and nothing else. [`StorageApi`] is the [`Handler`] the server runs
-//! on the platform-facing listener. Handlers are thin; rules live in the
-//! service, crypto and store layers; statuses are decided in [`error`].
+//! log and the request metrics, and nothing else. [`StorageApi`] is the
+//! [`Handler`] the server runs on the platform-facing listener. Handlers
+//! are thin; rules live in the service, crypto and store layers; statuses
+//! are decided in [`error`].
 
 pub mod auth;
 pub mod error;
@@ -18,6 +19,7 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, Request, Response};
 use uuid::Uuid;
 
+use crate::metrics::Metrics;
 use crate::model::parse_canonical_uuid;
 use crate::server::Handler;
 use crate::service::{Authenticated, Service};
@@ -36,6 +38,8 @@ pub struct StorageApi {
     pub max_body_bytes: u64,
     /// Basic credentials, when configured.
     pub basic: Option<BasicCredentials>,
+    /// Where requests and their outcomes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The endpoints of the contract.
@@ -44,6 +48,38 @@ enum Route {
     Health,
     Tenant(Uuid),
     State(Uuid, Uuid),
+}
+
+/// A path that has the shape of an endpoint, ids not yet checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape<'a> {
+    Health,
+    Tenant(&'a str),
+    State(&'a str, &'a str),
+}
+
+impl Shape<'_> {
+    /// The path below `base_path` that has an endpoint's shape, if any.
+    fn of<'a>(base_path: &str, path: &'a str) -> Option<Shape<'a>> {
+        let rest = path.strip_prefix(base_path.trim_end_matches('/'))?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments.as_slice() {
+            ["", "health"] => Some(Shape::Health),
+            ["", "states", tenant] => Some(Shape::Tenant(tenant)),
+            ["", "states", tenant, id] => Some(Shape::State(tenant, id)),
+            _ => None,
+        }
+    }
+
+    /// The route template, the `http_route` label of the request metrics
+    /// (templates, never ids).
+    fn template(self) -> &'static str {
+        match self {
+            Shape::Health => "/health",
+            Shape::Tenant(_) => "/states/{tenant}",
+            Shape::State(..) => "/states/{tenant}/{id}",
+        }
+    }
 }
 
 impl Handler for StorageApi {
@@ -63,11 +99,16 @@ impl StorageApi {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let _in_flight = self.metrics.request_in_flight();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        let route = Shape::of(&self.base_path, &path).map_or("", Shape::template);
         let (response, note) = match self.dispatch(request).await {
             Ok(Reply { response, note }) => (response, note),
             Err(error) => {
+                if let Some(failure) = error.failure {
+                    self.metrics.failed(failure);
+                }
                 let note = match &error.cause {
                     Some(cause) => format!("error=\"{}\" cause=\"{cause}\"", error.message),
                     None => format!("error=\"{}\"", error.message),
@@ -76,6 +117,8 @@ impl StorageApi {
             }
         };
         let status = response.status();
+        self.metrics
+            .observe_request(&method, route, status.as_u16(), started.elapsed());
         let level = if status.is_server_error() {
             log::Level::Error
         } else {
@@ -104,15 +147,15 @@ impl StorageApi {
                 let auth = self.authenticate(&request, tenant)?;
                 let body = read_body(request, self.max_body_bytes).await?;
                 if method == Method::POST {
-                    handlers::save(&self.service, &auth, &body).await
+                    handlers::save(&self.service, &self.metrics, &auth, &body).await
                 } else {
-                    handlers::delete(&self.service, &auth, &body).await
+                    handlers::delete(&self.service, &self.metrics, &auth, &body).await
                 }
             }
             (Route::Tenant(_), _) => Err(ApiError::method_not_allowed("POST, DELETE")),
             (Route::State(tenant, id), &Method::GET) => {
                 let auth = self.authenticate(&request, tenant)?;
-                handlers::load(&self.service, &auth, id).await
+                handlers::load(&self.service, &self.metrics, &auth, id).await
             }
             (Route::State(..), _) => Err(ApiError::method_not_allowed("GET")),
         }
@@ -137,10 +180,7 @@ impl StorageApi {
 /// Maps a URL path to an endpoint: 404 for anything else, 400 for an id
 /// that is not a canonical UUID.
 fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
-    let rest = path
-        .strip_prefix(base_path.trim_end_matches('/'))
-        .ok_or_else(ApiError::no_route)?;
-    let segments: Vec<&str> = rest.split('/').collect();
+    let shape = Shape::of(base_path, path).ok_or_else(ApiError::no_route)?;
     let uuid = |what: &str, s: &str| {
         parse_canonical_uuid(s).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -148,13 +188,12 @@ fn route(base_path: &str, path: &str) -> Result<Route, ApiError> {
             ))
         })
     };
-    match segments.as_slice() {
-        ["", "health"] => Ok(Route::Health),
-        ["", "states", tenant] => Ok(Route::Tenant(uuid("tenant", tenant)?)),
-        ["", "states", tenant, id] => {
+    match shape {
+        Shape::Health => Ok(Route::Health),
+        Shape::Tenant(tenant) => Ok(Route::Tenant(uuid("tenant", tenant)?)),
+        Shape::State(tenant, id) => {
             Ok(Route::State(uuid("tenant", tenant)?, uuid("state id", id)?))
         }
-        _ => Err(ApiError::no_route()),
     }
 }
 
@@ -235,5 +274,20 @@ mod tests {
                 .as_u16(),
             404
         );
+    }
+
+    #[test]
+    fn templates_never_hold_ids() {
+        let template = |path: &str| Shape::of(BASE, path).map(Shape::template);
+        assert_eq!(template(&format!("{BASE}/health")), Some("/health"));
+        assert_eq!(
+            template(&format!("{BASE}/states/{T}")),
+            Some("/states/{tenant}")
+        );
+        assert_eq!(
+            template(&format!("{BASE}/states/not-a-uuid/{T}")),
+            Some("/states/{tenant}/{id}")
+        );
+        assert_eq!(template("/elsewhere"), None);
     }
 }

@@ -53,6 +53,29 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Self::Body>> + Send;
 }
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client did not finish within `handshake_timeout`.
+    TimedOut,
+    /// The handshake failed (a protocol error, a client that refused our
+    /// certificate, a connection closed half-way).
+    Failed,
+}
+
+/// What the accept loop tells an observer (the metrics) about connections.
+/// Every method has an empty default, so `()` observes nothing.
+pub trait ConnectionEvents: Send + Sync + 'static {
+    /// A connection was accepted.
+    fn opened(&self) {}
+    /// An accepted connection is gone, however it ended.
+    fn closed(&self) {}
+    /// A TLS handshake did not complete.
+    fn handshake_failed(&self, _failure: HandshakeFailure) {}
+}
+
+impl ConnectionEvents for () {}
+
 /// A bound listening socket the accept loop can take connections from.
 pub trait Listener: Send + 'static {
     /// One accepted connection.
@@ -97,19 +120,48 @@ pub struct ServerOptions {
 /// sending `true` on `stop` asks every connection to finish gracefully, and
 /// `done` yields `None` once the last connection task has dropped its
 /// sender, i.e. once every connection is closed (the mini-redis pattern).
+///
+/// It also tells the [`ConnectionEvents`] observer when the connection
+/// opened and, on drop, that it closed, however the task ended.
 struct ConnectionGuard {
     _permit: OwnedSemaphorePermit,
     _done: mpsc::Sender<()>,
     stop: watch::Receiver<bool>,
+    events: Arc<dyn ConnectionEvents>,
+}
+
+impl ConnectionGuard {
+    fn open(
+        permit: OwnedSemaphorePermit,
+        done: mpsc::Sender<()>,
+        stop: watch::Receiver<bool>,
+        events: Arc<dyn ConnectionEvents>,
+    ) -> Self {
+        events.opened();
+        Self {
+            _permit: permit,
+            _done: done,
+            stop,
+            events,
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.events.closed();
+    }
 }
 
 /// Serves `listener` with `handler` until `shutdown` completes, then stops
-/// accepting and drains open connections for up to `shutdown_grace`.
+/// accepting and drains open connections for up to `shutdown_grace`;
+/// `events` hears of every connection.
 pub async fn run<L, H>(
     listener: L,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     options: ServerOptions,
+    events: Arc<dyn ConnectionEvents>,
     shutdown: impl Future<Output = ()>,
 ) where
     L: Listener,
@@ -145,11 +197,12 @@ pub async fn run<L, H>(
                 continue;
             }
         };
-        let guard = ConnectionGuard {
-            _permit: permit,
-            _done: done_tx.clone(),
-            stop: stop_rx.clone(),
-        };
+        let guard = ConnectionGuard::open(
+            permit,
+            done_tx.clone(),
+            stop_rx.clone(),
+            Arc::clone(&events),
+        );
         tokio::spawn(handle_connection(
             stream,
             peer,
@@ -202,8 +255,14 @@ async fn handle_connection<S, P, H>(
                     serve_connection(tls_stream, &peer, handler, options, activity, &mut guard)
                         .await
                 }
-                Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
-                Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                Ok(Err(e)) => {
+                    log::debug!("TLS handshake with {peer} failed: {e}");
+                    guard.events.handshake_failed(HandshakeFailure::Failed);
+                }
+                Err(_) => {
+                    log::debug!("TLS handshake with {peer} timed out");
+                    guard.events.handshake_failed(HandshakeFailure::TimedOut);
+                }
             }
         }
         None => serve_connection(stream, &peer, handler, options, activity, &mut guard).await,

@@ -108,6 +108,18 @@ impl ReloadableCert {
         };
         *guard = Arc::new(key);
     }
+
+    /// When the certificate in service (the leaf) expires, as a Unix
+    /// timestamp; `None` if it cannot be parsed (rustls serves it anyway).
+    pub fn not_after(&self) -> Option<i64> {
+        let current = match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let leaf = current.end_entity_cert().ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
 }
 
 impl ResolvesServerCert for ReloadableCert {
@@ -173,5 +185,18 @@ mod tests {
             load_certified_key(&p("missing"), &p("key.pem")),
             Err(TlsError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn the_expiry_of_the_certificate_in_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed_localhost().unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let reloadable = ReloadableCert::new(load_certified_key(&cert_path, &key_path).unwrap());
+        // rcgen's default notAfter.
+        let expected = time::macros::datetime!(4096-01-01 0:00 UTC).unix_timestamp();
+        assert_eq!(reloadable.not_after(), Some(expected));
     }
 }

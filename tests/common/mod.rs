@@ -12,6 +12,9 @@
 //!   on either storage engine, with a manual clock;
 //! - [`postgres`]: a real PostgreSQL cluster ([`PgServer`]) for the
 //!   PostgreSQL engine;
+//! - [`prometheus`]: Debian's `promtool` and a real `prometheus` server;
+//! - [`scrape`]: plain HTTP to the metrics listener, and the text
+//!   exposition read back as samples;
 //! - [`spawned`]: the real binary ([`Deployment`] / [`Running`]) through
 //!   the one spawner the fault suite uses too;
 //! - [`faults`]: the fault suite, run from a test;
@@ -22,6 +25,8 @@ pub mod faults;
 pub mod gate;
 pub mod keys;
 pub mod postgres;
+pub mod prometheus;
+pub mod scrape;
 pub mod server;
 pub mod spawned;
 pub mod tls;
@@ -31,6 +36,8 @@ pub use client::*;
 pub use faults::*;
 pub use keys::*;
 pub use postgres::PgServer;
+pub use prometheus::*;
+pub use scrape::*;
 pub use server::*;
 pub use spawned::*;
 pub use tls::*;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use flow_store::app::App;
+use flow_store::app::{App, Listeners};
 use flow_store::clock::ManualClock;
 use flow_store::config::Config;
 
@@ -64,6 +64,10 @@ pub struct Setup {
     pub clock_skew_seconds: Option<u64>,
     /// Reuse this directory (restart tests); a fresh one otherwise.
     pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Serve `/metrics` on a loopback port of its own ([`Server::metrics_addr`]).
+    pub metrics: bool,
+    /// `storage.sweep_interval_seconds`, when not the default.
+    pub sweep_interval_seconds: Option<u64>,
 }
 
 impl Default for Setup {
@@ -77,6 +81,8 @@ impl Default for Setup {
             basic: None,
             clock_skew_seconds: None,
             dir: None,
+            metrics: false,
+            sweep_interval_seconds: None,
         }
     }
 }
@@ -88,6 +94,13 @@ impl Setup {
             engine,
             ..Setup::default()
         }
+    }
+
+    /// Starts the server (tests that are not run per engine: sled).
+    pub async fn start(self) -> Server {
+        self.start_or_skip()
+            .await
+            .expect("PostgreSQL is not installed: use start_or_skip!")
     }
 
     /// Starts the server, or `None` when its engine is PostgreSQL and
@@ -118,6 +131,9 @@ impl Setup {
             };
             use_postgres(&mut cfg, cluster, dir.path()).await;
         }
+        if let Some(interval) = self.sweep_interval_seconds {
+            cfg.storage.sweep_interval_seconds = interval;
+        }
         if let Some(skew) = self.clock_skew_seconds {
             cfg.auth.clock_skew_seconds = skew;
         }
@@ -143,10 +159,26 @@ impl Setup {
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        let metrics = if self.metrics {
+            let bound = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback for metrics");
+            Some(bound)
+        } else {
+            None
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|l| l.local_addr().expect("metrics local addr"));
+        let listeners = Listeners {
+            api: listener,
+            metrics,
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async move {
+        let shutdown = async move {
             let _ = rx.await;
-        }));
+        };
+        let task = tokio::spawn(app.run(listeners, shutdown, None));
         let http = Http::new(addr, &cert.cert_der);
         let clients = self
             .stores
@@ -164,6 +196,7 @@ impl Setup {
             clock,
             now,
             dir,
+            metrics_addr,
             shutdown: Some(tx),
             task: Some(task),
             _gate: gate,
@@ -193,6 +226,8 @@ pub struct Server {
     pub clock: ManualClock,
     now: Arc<AtomicI64>,
     pub dir: Arc<tempfile::TempDir>,
+    /// Where `/metrics` is served, when [`Setup::metrics`] asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _gate: gate::Shared,

@@ -180,4 +180,13 @@ impl Running {
     pub fn stderr_text(&self) -> String {
         self.process.log_text()
     }
+
+    /// Where the binary serves `/metrics`, from its `metrics at
+    /// http://ADDR/metrics` line (logged before it listens for the API).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stderr_text().lines().find_map(|line| {
+            let rest = line.split("metrics at http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        })
+    }
 }
