@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use flow_store::model::{State, StateMeta, Timestamp};
-use flow_store::store::postgres::{PostgresOptions, PostgresStore};
+use flow_store::store::postgres::PostgresStore;
 use flow_store::store::sled::SledStore;
 use flow_store::store::Store;
 use uuid::Uuid;
@@ -81,12 +81,6 @@ async fn all_states(store: &dyn Store) -> Vec<State> {
     }
 }
 
-fn pg_options(cluster: &PgServer, database: &str, dir: &Path) -> PostgresOptions {
-    let mut cfg = flow_store::config::Config::default();
-    cluster.configure(&mut cfg, database, dir);
-    flow_store::app::postgres_options(&cfg).expect("postgres options")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_to_postgres_to_sled_is_identical_and_reruns_keep_newer_states() {
     let Some(cluster) = PgServer::shared() else {
@@ -118,7 +112,7 @@ async fn sled_to_postgres_to_sled_is_identical_and_reruns_keep_newer_states() {
     }
 
     let database = cluster.create_database().await;
-    let options = pg_options(cluster, &database, dir.path());
+    let options = cluster.options(&database, dir.path());
     let password = options.password_file.clone().unwrap();
     let pg = |side: &str| {
         vec![
@@ -251,7 +245,7 @@ async fn a_reference_store_database_is_migrated_untouched_and_served() {
         .get(0);
 
     let dir = tempfile::tempdir().unwrap();
-    let options = pg_options(cluster, &database, dir.path());
+    let options = cluster.options(&database, dir.path());
     let password = options.password_file.clone().unwrap().display().to_string();
     // Into flow-store's own tables of the same database.
     let out = must_migrate(&[

@@ -9,19 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_store::model::{State, StateMeta, Timestamp};
-use flow_store::store::postgres::{PostgresOptions, PostgresStore};
+use flow_store::store::postgres::PostgresStore;
 use flow_store::store::{Store, StoreError};
 
 use crate::common::{
     save_body, start_or_skip, uuid, Deployment, Engine, PgServer, Running, Setup, StoreKeys,
 };
-
-/// Engine options for `database` of `cluster`, the password in `dir`.
-fn options(cluster: &PgServer, database: &str, dir: &std::path::Path) -> PostgresOptions {
-    let mut cfg = flow_store::config::Config::default();
-    cluster.configure(&mut cfg, database, dir);
-    flow_store::app::postgres_options(&cfg).expect("postgres options")
-}
 
 fn timestamp(text: &str) -> Timestamp {
     Timestamp::parse(text).expect("timestamp")
@@ -128,7 +121,7 @@ async fn nodes_starting_at_once_migrate_once_and_a_newer_schema_is_refused() {
     };
     let database = cluster.create_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let options = options(cluster, &database, dir.path());
+    let options = cluster.options(&database, dir.path());
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..4 {
         let options = options.clone();
@@ -174,7 +167,7 @@ async fn purge_removes_every_expired_state_in_batches_and_nothing_else() {
     };
     let database = cluster.create_database().await;
     let dir = tempfile::tempdir().unwrap();
-    let store = PostgresStore::open(&options(cluster, &database, dir.path()))
+    let store = PostgresStore::open(&cluster.options(&database, dir.path()))
         .await
         .expect("open");
     let tenant = uuid::Uuid::new_v4();
@@ -280,7 +273,7 @@ async fn tls_to_the_database_is_verified_against_the_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (right_ca, _) = server_cert.write_to(&dir.path().join("right"));
     let (wrong_ca, _) = crate::common::TestCert::generate().write_to(&dir.path().join("wrong"));
-    let mut tls = options(&cluster, "postgres", dir.path());
+    let mut tls = cluster.options("postgres", dir.path());
     tls.url = tls.url.replace("?sslmode=disable", "");
 
     let open = |ca: Option<&std::path::Path>, url: String| {

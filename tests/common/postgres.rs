@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use flow_store::config::{Config, StorageEngine};
+use flow_store::store::postgres::PostgresOptions;
 
 use super::tls::TestCert;
 
@@ -135,6 +136,14 @@ impl PgServer {
         cfg.storage.postgres.password_file = Some(password_file);
         // Short, so that the database-down tests see 503 quickly.
         cfg.storage.postgres.statement_timeout_seconds = 5;
+    }
+
+    /// The engine's options for `database`, the password in a file in `dir`
+    /// (for tests that open `PostgresStore` directly).
+    pub fn options(&self, database: &str, dir: &Path) -> PostgresOptions {
+        let mut cfg = Config::default();
+        self.configure(&mut cfg, database, dir);
+        flow_store::app::postgres_options(&cfg).expect("postgres options")
     }
 
     /// A connection to `database` as the superuser, for test set-up.
