@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StorageEngine};
 use crate::http::auth::BasicCredentials;
 use crate::http::StorageApi;
 use crate::keys::KeyRing;
@@ -26,7 +26,9 @@ use crate::metrics::Metrics;
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{self, ConnectionEvents, ServerOptions};
 use crate::service::Service;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sled::SledStore;
+use crate::store::Store;
 
 /// A store ready to serve.
 pub struct App {
@@ -67,7 +69,7 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// Validates `config`, loads keys and certificate, opens the database.
-    pub fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         config.validate()?;
         let keys = KeyRing::load(&config.stores).context("loading store keys")?;
         let cert = if config.tls.enabled {
@@ -81,16 +83,10 @@ impl App {
             None
         };
         let basic = load_basic_credentials(config)?;
-        let store = SledStore::open(&config.storage.path, config.storage.cache_capacity_bytes)
-            .with_context(|| {
-                format!("opening the database at {}", config.storage.path.display())
-            })?;
-        let metrics = Arc::new(Metrics::new(
-            env!("CARGO_PKG_VERSION"),
-            crate::store::Store::engine(&store),
-        ));
+        let store = open_store(config).await?;
+        let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"), store.engine()));
         let service = Service::new(
-            Arc::new(store),
+            store,
             keys,
             clock,
             config.auth.clock_skew_seconds,
@@ -252,6 +248,42 @@ impl App {
         log::info!("database flushed; stopped");
         Ok(())
     }
+}
+
+/// The engine `storage.engine` names, opened.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let storage = &config.storage;
+    Ok(match storage.engine {
+        StorageEngine::Sled => Arc::new(
+            SledStore::open(&storage.path, storage.cache_capacity_bytes)
+                .with_context(|| format!("opening the database at {}", storage.path.display()))?,
+        ),
+        StorageEngine::Postgres => {
+            let options = postgres_options(config)?;
+            Arc::new(
+                PostgresStore::open(&options)
+                    .await
+                    .context("opening the PostgreSQL database (storage.postgres)")?,
+            )
+        }
+    })
+}
+
+/// `[storage.postgres]` as the engine takes it.
+pub fn postgres_options(config: &Config) -> anyhow::Result<PostgresOptions> {
+    let settings = &config.storage.postgres;
+    let url = settings
+        .url
+        .clone()
+        .filter(|url| !url.is_empty())
+        .context("storage.postgres.url is not set")?;
+    Ok(PostgresOptions {
+        url,
+        password_file: settings.password_file.clone(),
+        ca: settings.ca.clone(),
+        pool_size: settings.pool_size,
+        statement_timeout: Duration::from_secs(settings.statement_timeout_seconds),
+    })
 }
 
 fn load_basic_credentials(config: &Config) -> anyhow::Result<Option<BasicCredentials>> {

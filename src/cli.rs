@@ -1,4 +1,4 @@
-//! The command line: `serve`, `simulate`, `check` and `keys`, each a thin
+//! The command line: `serve`, `simulate`, `check`, `keys` and `migrate`, each a thin
 //! call into the library. Exit codes: 0 success, 1 failure while running
 //! (or a simulate step failed), 2 bad usage or configuration.
 
@@ -80,6 +80,31 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Copy every state from one database to another, then verify the copy.
+    Migrate {
+        /// Source: sled:PATH (not open by a running store), postgres:URL, or
+        /// reference-postgres:URL (the `states` table of Boomi's reference store, read-only).
+        #[arg(long, value_name = "ENGINE:WHERE")]
+        from: crate::admin::migrate::Endpoint,
+        /// Destination: sled:PATH or postgres:URL.
+        #[arg(long, value_name = "ENGINE:WHERE")]
+        to: crate::admin::migrate::Endpoint,
+        /// File holding the source database's password.
+        #[arg(long, value_name = "FILE")]
+        from_password_file: Option<PathBuf>,
+        /// File holding the destination database's password.
+        #[arg(long, value_name = "FILE")]
+        to_password_file: Option<PathBuf>,
+        /// CA certificate(s) of the source database (verify-full).
+        #[arg(long, value_name = "FILE")]
+        from_ca: Option<PathBuf>,
+        /// CA certificate(s) of the destination database (verify-full).
+        #[arg(long, value_name = "FILE")]
+        to_ca: Option<PathBuf>,
+        /// States per page read and per destination transaction.
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
+    },
     /// Import or list the stores' keys.
     Keys {
         /// What to do with the keys.
@@ -153,6 +178,23 @@ pub fn main() -> ExitCode {
             run_simulate(options)
         }
         Command::Check { config } => crate::admin::check::command(&config_path(config)),
+        Command::Migrate {
+            from,
+            to,
+            from_password_file,
+            to_password_file,
+            from_ca,
+            to_ca,
+            batch,
+        } => run_migrate(crate::admin::migrate::MigrateOptions {
+            from,
+            to,
+            from_password_file,
+            to_password_file,
+            from_ca,
+            to_ca,
+            batch,
+        }),
         Command::Keys { command } => match command {
             KeysCommand::Import { config, file } => {
                 crate::admin::keys::import_command(&config_path(config), file.as_deref())
@@ -210,7 +252,12 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
 }
 
 fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
-    let app = App::open(config, Arc::new(SystemClock))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flow-store")
+        .build()
+        .context("starting the async runtime")?;
+    let app = runtime.block_on(App::open(config, Arc::new(SystemClock)))?;
     let addr = config.listen_addr().context("server.listen")?;
     let api = app::bind(addr, "server.listen")?;
     let metrics = match config.metrics_addr().context("metrics.listen")? {
@@ -225,11 +272,6 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
             &config.server.base_path,
         )?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("flow-store")
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listeners = app::Listeners {
             api: tokio::net::TcpListener::from_std(api).context("registering the listener")?,
@@ -246,6 +288,40 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
         )
         .await
     })
+}
+
+fn run_migrate(options: crate::admin::migrate::MigrateOptions) -> ExitCode {
+    crate::logging::init(log::LevelFilter::Warn);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(crate::admin::migrate::run(
+                &options,
+                time::OffsetDateTime::now_utc(),
+            ))
+        });
+    match result {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            if summary.verified_ok() {
+                println!("flow-store migrate: done, the copy is verified");
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "flow-store migrate: {} state(s) missing or different at the destination \
+                     (changed at the source during the copy?); run migrate again",
+                    summary.mismatched
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("flow-store migrate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn run_simulate(options: anyhow::Result<SimulateOptions>) -> ExitCode {

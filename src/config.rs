@@ -48,7 +48,7 @@ pub struct Config {
     pub server: ServerSettings,
     /// TLS certificate and key.
     pub tls: TlsSettings,
-    /// The sled database.
+    /// The database: which engine, and its settings.
     pub storage: StorageSettings,
     /// Request authentication.
     pub auth: AuthSettings,
@@ -125,24 +125,71 @@ impl Default for TlsSettings {
     }
 }
 
-/// `[storage]`: the database directory and its housekeeping.
+/// `[storage]`: which engine holds the states, and its housekeeping.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// sled directory, created if missing.
+    /// The engine: sled (one node, the default) or PostgreSQL (several).
+    pub engine: StorageEngine,
+    /// sled directory, created if missing (sled only).
     pub path: PathBuf,
     /// Seconds between sweeps that purge expired states.
     pub sweep_interval_seconds: u64,
-    /// Bytes of sled's in-memory page cache.
+    /// Bytes of sled's in-memory page cache (sled only).
     pub cache_capacity_bytes: u64,
+    /// `[storage.postgres]`: the database server (PostgreSQL only).
+    pub postgres: PostgresSettings,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            engine: StorageEngine::Sled,
             path: "data".into(),
             sweep_interval_seconds: 300,
             cache_capacity_bytes: DEFAULT_CACHE_BYTES,
+            postgres: PostgresSettings::default(),
+        }
+    }
+}
+
+/// `storage.engine`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// The embedded database on local disk: one node.
+    Sled,
+    /// A PostgreSQL server shared by any number of nodes.
+    Postgres,
+}
+
+/// `[storage.postgres]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// libpq-style connection URL, without a password; several hosts and
+    /// `target_session_attrs=read-write` find the primary after a failover.
+    pub url: Option<String>,
+    /// File holding the password (secret; trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to;
+    /// setting it means TLS with full verification (`sslmode=verify-full`).
+    pub ca: Option<PathBuf>,
+    /// Connections kept open to the database, at most.
+    pub pool_size: usize,
+    /// Seconds a statement, a connection attempt or a whole request's
+    /// database work may take before the request gets 503.
+    pub statement_timeout_seconds: u64,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            password_file: None,
+            ca: None,
+            pool_size: 16,
+            statement_timeout_seconds: 10,
         }
     }
 }
@@ -349,6 +396,15 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         fix(&mut self.storage.path);
+        for p in [
+            self.storage.postgres.password_file.as_mut(),
+            self.storage.postgres.ca.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         if let Some(p) = self.auth.basic_password_file.as_mut() {
             fix(p);
         }
@@ -422,6 +478,14 @@ impl Config {
                 "storage.cache_capacity_bytes",
                 self.storage.cache_capacity_bytes,
             ),
+            (
+                "storage.postgres.pool_size",
+                self.storage.postgres.pool_size as u64,
+            ),
+            (
+                "storage.postgres.statement_timeout_seconds",
+                self.storage.postgres.statement_timeout_seconds,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -437,6 +501,20 @@ impl Config {
         if self.auth.basic_username.is_some() != self.auth.basic_password_file.is_some() {
             return invalid(
                 "auth.basic_username and auth.basic_password_file must be set together".into(),
+            );
+        }
+        if self.storage.engine == StorageEngine::Postgres
+            && self
+                .storage
+                .postgres
+                .url
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            return invalid(
+                "storage.engine = \"postgres\" needs storage.postgres.url, e.g. \
+                 \"postgresql://flow_store@db1.example.com:5432/flow\""
+                    .into(),
             );
         }
         if self.log_level().is_none() {

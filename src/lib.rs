@@ -6,8 +6,9 @@
 //! checks optional Basic credentials and the key-ID headers, and asks the
 //! [`service`] to authenticate the `X-ManyWho-Signature` ([`crypto::request`]).
 //! A save opens each nested-JWT state token ([`crypto::token`]) and hands
-//! the states to the [`store`] (an engine behind one interface; sled by
-//! default: one transaction, flushed before the 204); a load reads the state back and seals a reply token for the
+//! the states to the [`store`] (an engine behind one interface: sled by
+//! default, or PostgreSQL for several nodes; one transaction, durable before
+//! the 204); a load reads the state back and seals a reply token for the
 //! platform. Errors become statuses in exactly one place, [`http::error`].
 //!
 //! Around that path: [`config`] loads and validates settings, [`keys`] holds

@@ -3,14 +3,14 @@
 //! not, cty JWT or absent) saves and loads back; anything else is 400; the
 //! inflate step has a hard cap.
 
-use crate::common::{deflate_bomb, p256_jwk, uuid, Server, TokenOpts};
+use crate::common::{deflate_bomb, p256_jwk, start_or_skip, uuid, Setup, TokenOpts};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_combination_round_trips() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     for alg in ["ECDH-ES+A192KW", "ECDH-ES+A256KW"] {
         for enc in ["A192CBC-HS384", "A256CBC-HS512"] {
@@ -47,7 +47,7 @@ async fn every_accepted_combination_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_may_mix_combinations() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let ids: Vec<String> = (0..4).map(|_| uuid()).collect();
     let combos = [
@@ -79,7 +79,7 @@ async fn a_batch_may_mix_combinations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_algorithms_and_headers_are_400() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let id = uuid();
     let claims = server.claims(&t, &id, "{}", "2024-01-01T00:00:00Z");
@@ -252,7 +252,7 @@ async fn other_algorithms_and_headers_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflating_has_a_hard_cap() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     // ~ 1 MB of DEFLATE that inflates to 512 MiB: a JWS-looking header then
     // a payload of 'A's. A capped inflater stops early: 400 or 413.

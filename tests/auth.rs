@@ -2,20 +2,25 @@
 //! the `X-ManyWho-Signature` JWS (401 for every failure the contract lists,
 //! with nothing stored, returned or deleted), and optional Basic auth.
 
-use crate::common::{p256_jwk, p384_jwk, uuid, Platform, Req, Resp, Server, Setup, BASE};
+use crate::common::{
+    p256_jwk, p384_jwk, start_or_skip, uuid, Platform, Req, Resp, Server, Setup, BASE,
+};
 use josekit::jws;
 use serde_json::{json, Value};
 
 const CONTENT: &str = r#"{"secret":"state content that must never leak"}"#;
 
-/// A server with one stored state, and its tenant and id.
-async fn server_with_state() -> (Server, String, String) {
-    let server = Server::start().await;
+/// A server with one stored state, and its tenant and id; `None` when the
+/// engine cannot run here (skipped).
+async fn server_with_state() -> Option<(Server, String, String)> {
+    let server = crate::common::Setup::on(super::ENGINE)
+        .start_or_skip()
+        .await?;
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, CONTENT, "2024-01-01T00:00:00Z")
         .await;
-    (server, t, id)
+    Some((server, t, id))
 }
 
 async fn get_with(server: &Server, t: &str, id: &str, sig: &str) -> Resp {
@@ -44,7 +49,9 @@ fn hand_jws(header: &Value, claims: &Value, sig: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_empty_key_id_headers_are_400_on_every_endpoint() {
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     let other = uuid();
     let token = server.token(&server.claims(&t, &other, "{}", "2024-01-01T00:00:00Z"));
     let requests = [
@@ -222,7 +229,9 @@ fn bad_signatures(server: &Server, t: &str, id: &str) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_signature_is_401_on_load_and_discloses_nothing() {
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     for (name, sig) in bad_signatures(&server, &t, &id) {
         let resp = get_with(&server, &t, &id, &sig).await;
         assert_eq!(
@@ -254,7 +263,7 @@ async fn every_bad_signature_is_401_on_load_and_discloses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signature_on_save_stores_nothing() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     let token = server.token(&server.claims(&t, &id, CONTENT, "2024-01-01T00:00:00Z"));
     let path = server.states_path(&t);
@@ -300,7 +309,9 @@ async fn bad_signature_on_save_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signature_on_delete_deletes_nothing() {
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     let path = server.states_path(&t);
     let mut c = claims(&server, &t, &path);
     c["iss"] = json!("not-manywho");
@@ -323,7 +334,9 @@ async fn bad_signature_on_delete_deletes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_variants_the_contract_allows() {
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     let path = server.state_path(&t, &id);
     let good = claims(&server, &t, &path);
     let now = server.now();
@@ -356,7 +369,9 @@ async fn signature_variants_the_contract_allows() {
 async fn nbf_within_the_configured_clock_skew_is_accepted() {
     // Default clock_skew_seconds = 30: a platform clock 10 s ahead is fine,
     // two minutes ahead is not (checked in the 401 list).
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     let path = server.state_path(&t, &id);
     let mut c = claims(&server, &t, &path);
     c["nbf"] = json!(server.now() + 10);
@@ -366,7 +381,7 @@ async fn nbf_within_the_configured_clock_skew_is_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signature_for_one_tenant_does_not_open_another() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t1, t2, id) = (uuid(), uuid(), uuid());
     server
         .save_ok(&t2, &id, CONTENT, "2024-01-01T00:00:00Z")
@@ -383,12 +398,12 @@ async fn signature_for_one_tenant_does_not_open_another() {
     get_with(&server, &t2, &id, &sig).await.expect_error(401);
 }
 
-async fn basic_server() -> Server {
+async fn basic_server() -> Option<Server> {
     Setup {
         basic: Some(("flow-user".into(), "s3cret-pass".into())),
-        ..Setup::default()
+        ..Setup::on(super::ENGINE)
     }
-    .start()
+    .start_or_skip()
     .await
 }
 
@@ -402,7 +417,9 @@ fn basic(user: &str, pass: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_when_configured_guards_every_endpoint() {
-    let server = basic_server().await;
+    let Some(server) = basic_server().await else {
+        return;
+    };
     let (t, id) = (uuid(), uuid());
     let token = server.token(&server.claims(&t, &id, CONTENT, "2024-01-01T00:00:00Z"));
     let save = server
@@ -467,7 +484,9 @@ async fn basic_auth_when_configured_guards_every_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_header_is_ignored_when_not_configured() {
-    let (server, t, id) = server_with_state().await;
+    let Some((server, t, id)) = server_with_state().await else {
+        return;
+    };
     let load = server
         .signed("GET", &server.state_path(&t, &id), &t)
         .header("Authorization", &basic("who", "ever"));

@@ -1,12 +1,12 @@
 //! `DELETE {base}/states/{tenant}`: removes each (tenant, id), ignores ids
 //! that do not exist, 204; malformed bodies 400.
 
-use crate::common::{uuid, Server};
+use crate::common::{start_or_skip, uuid, Setup};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_only_the_named_states() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let (a, b, c) = (uuid(), uuid(), uuid());
     for id in [&a, &b, &c] {
@@ -22,7 +22,7 @@ async fn delete_removes_only_the_named_states() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_are_ignored() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let known = uuid();
     server
@@ -46,7 +46,7 @@ async fn unknown_ids_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_state_can_be_saved_again_with_any_updated_at() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, "\"newer\"", "2025-01-01T00:00:00Z")
@@ -60,7 +60,7 @@ async fn a_deleted_state_can_be_saved_again_with_any_updated_at() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_delete_bodies_are_400() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, "\"keep\"", "2024-01-01T00:00:00Z")
@@ -89,7 +89,7 @@ async fn malformed_delete_bodies_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_uuid_ids_never_delete_anything_else() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, "\"keep\"", "2024-01-01T00:00:00Z")

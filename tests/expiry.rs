@@ -1,7 +1,7 @@
 //! `expiresAt`: a state whose instant has passed answers 404; "" and null
 //! mean never. Time moves with the server's ManualClock, not with sleeps.
 
-use crate::common::{rfc3339, rfc3339_offset, uuid, Server};
+use crate::common::{rfc3339, rfc3339_offset, start_or_skip, uuid, Server, Setup};
 use serde_json::{json, Value};
 
 async fn save_expiring(server: &Server, t: &str, id: &str, content: &str, expires_at: Value) {
@@ -12,7 +12,7 @@ async fn save_expiring(server: &Server, t: &str, id: &str, content: &str, expire
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_answers_404_once_expires_at_has_passed() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_expiring(
         &server,
@@ -33,7 +33,7 @@ async fn state_answers_404_once_expires_at_has_passed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_compares_instants_across_offsets() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     // One hour ahead, written at +05:00 (sorts after any "Z" time of the
     // same day as a string), and at -09:00 (sorts before).
@@ -64,7 +64,7 @@ async fn expiry_compares_instants_across_offsets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_or_null_expires_at_means_never() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let (a, b) = (uuid(), uuid());
     save_expiring(&server, &t, &a, "\"empty\"", json!("")).await;
@@ -76,7 +76,7 @@ async fn empty_or_null_expires_at_means_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_state_can_be_saved_again() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_expiring(
         &server,
@@ -99,7 +99,7 @@ async fn an_expired_state_can_be_saved_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_with_fractional_seconds() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     // Expires 0.5 s after now + 10: still there at +10, gone at +11.
     let at = format!(

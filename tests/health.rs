@@ -1,10 +1,10 @@
 //! `GET {base}/health`: open to anyone, JSON, over HTTP/1.1 and HTTP/2.
 
-use crate::common::{Req, Server, Setup, BASE};
+use crate::common::{start_or_skip, Engine, Req, Setup, BASE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_200_json_without_any_auth() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let resp = server.health().await;
     resp.expect_status(200);
     assert!(
@@ -17,11 +17,17 @@ async fn health_is_200_json_without_any_auth() {
         "health body is a JSON object: {}",
         resp.text()
     );
+    // The engine under test is the one serving.
+    let engine = match super::ENGINE {
+        Engine::Sled => "sled",
+        Engine::Postgres => "postgres",
+    };
+    assert_eq!(resp.json()["engine"], engine, "{}", resp.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ignores_garbage_auth_headers() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let req = Req::new("GET", &format!("{BASE}/health"))
         .header("X-ManyWho-Signature", "not-a-jws")
         .header("X-ManyWho-Platform-Key-ID", "")
@@ -31,18 +37,16 @@ async fn health_ignores_garbage_auth_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_stays_open_when_basic_auth_is_configured() {
-    let server = Setup {
+    let server = start_or_skip!(Setup {
         basic: Some(("flow".into(), "s3cret-pass".into())),
-        ..Setup::default()
-    }
-    .start()
-    .await;
+        ..Setup::on(super::ENGINE)
+    });
     server.health().await.expect_status(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_over_http2_by_alpn() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let resp = server
         .http
         .send_h2(Req::new("GET", &format!("{BASE}/health")))
@@ -53,7 +57,7 @@ async fn health_over_http2_by_alpn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_and_load_over_http2() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (crate::common::uuid(), crate::common::uuid());
     let token = server.token(&server.claims(&t, &id, r#"{"h2":true}"#, "2024-01-01T00:00:00Z"));
     let req = server
@@ -73,7 +77,7 @@ async fn save_and_load_over_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_wrong_method_is_405() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     for m in ["POST", "PUT", "DELETE"] {
         server
             .send(Req::new(m, &format!("{BASE}/health")))

@@ -30,7 +30,7 @@ fn health_request() -> http::Request<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_streams_are_capped_per_connection() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (mut sender, _driver) = h2_client(&server).await;
     // One full exchange, so the server's SETTINGS have been received.
     sender = sender.ready().await.expect("ready");
@@ -41,7 +41,7 @@ async fn concurrent_streams_are_capped_per_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rapid_reset_flood_does_not_starve_other_clients() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (mut attacker, driver) = h2_client(&server).await;
     let flood = tokio::spawn(async move {
         let started = Instant::now();

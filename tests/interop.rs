@@ -62,15 +62,15 @@ fn load() -> Option<Vectors> {
 
 /// A fresh server for one case: the vector's clock and keys (the store gets
 /// the public platform key and the private receiver key, as in production).
-async fn server_for(v: &Vectors) -> Server {
+async fn server_for(v: &Vectors) -> Option<Server> {
     assert_eq!(v.base, crate::common::BASE, "vectors use another base path");
     let server = Setup {
         now: v.now,
         stores: vec![v.keys.clone()],
-        ..Setup::default()
+        ..Setup::on(super::ENGINE)
     }
-    .start()
-    .await;
+    .start_or_skip()
+    .await?;
     // The store must be configured from the *public* platform JWK of the
     // file, not one derived here: check they agree.
     assert_eq!(
@@ -78,7 +78,7 @@ async fn server_for(v: &Vectors) -> Server {
         v.platform_public.as_ref(),
         "platform_key_public is the public half of platform_key_private"
     );
-    server
+    Some(server)
 }
 
 fn expected_status(case: &Value) -> Option<u16> {
@@ -97,7 +97,9 @@ async fn request_signature_vectors() {
         let tenant = case["tenant"].as_str().unwrap();
         let path = case["path"].as_str().unwrap();
         let sig = case["signature"].as_str().unwrap();
-        let server = server_for(&v).await;
+        let Some(server) = server_for(&v).await else {
+            return;
+        };
         let is_post = path
             .trim_end_matches('/')
             .ends_with(&format!("/states/{tenant}"));
@@ -179,7 +181,9 @@ async fn state_token_vectors() {
         let name = case["name"].as_str().unwrap();
         let tenant = case["tenant"].as_str().unwrap();
         let token = case["token"].as_str().unwrap().to_string();
-        let server = server_for(&v).await;
+        let Some(server) = server_for(&v).await else {
+            return;
+        };
         let resp = server.save(tenant, std::slice::from_ref(&token)).await;
         match expected_status(case) {
             None => {
@@ -221,7 +225,9 @@ async fn this_harness_speaks_to_a_store_holding_the_vector_keys() {
     // Tokens built here with the vector's keys round-trip too: the keys
     // from the file work in both directions.
     let Some(v) = load() else { return };
-    let server = server_for(&v).await;
+    let Some(server) = server_for(&v).await else {
+        return;
+    };
     let id = uuid();
     let claims = state_claims(
         &v.tenant,

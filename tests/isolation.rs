@@ -3,12 +3,12 @@
 //! state — the weakness of the Java reference store that this one must not
 //! repeat.
 
-use crate::common::{uuid, Server};
+use crate::common::{start_or_skip, uuid, Setup};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_id_in_two_tenants_are_two_states() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t1, t2, id) = (uuid(), uuid(), uuid());
     server
         .save_ok(&t1, &id, "\"one\"", "2024-01-01T00:00:00Z")
@@ -35,7 +35,7 @@ async fn same_id_in_two_tenants_are_two_states() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_one_tenant_cannot_be_saved_under_another() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t1, t2, id) = (uuid(), uuid(), uuid());
     server
         .save_ok(&t2, &id, "\"victim\"", "2024-01-01T00:00:00Z")
@@ -63,7 +63,7 @@ async fn a_token_for_one_tenant_cannot_be_saved_under_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tenants_one_id() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let id = uuid();
     let tenants: Vec<String> = (0..5).map(|_| uuid()).collect();
     for (i, t) in tenants.iter().enumerate() {

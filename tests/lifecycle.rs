@@ -1,98 +1,12 @@
-//! Lifecycle, in-process and with the real binary: restart persistence,
-//! "204 means durable" (SIGKILL right after a 204), graceful shutdown that
+//! Lifecycle of the real binary (the in-process restart tests are in
+//! `restart.rs`, run on each engine): "204 means durable" (SIGKILL right after a 204), graceful shutdown that
 //! completes an in-flight request and exits 0 on SIGTERM, and refusing to
 //! start when the port is taken, the certificate or key is unreadable or
 //! mismatched, or the database is locked by another flow-store.
 
 use std::time::Duration;
 
-use crate::common::{raw_head, save_body, uuid, Deployment, RawConn, Server, Setup, TestCert};
-
-// ---------------------------------------------------------------- in-process
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn states_survive_a_restart_of_the_app() {
-    let server = Server::start().await;
-    let keys = server.keys().clone();
-    let (t, id, gone) = (uuid(), uuid(), uuid());
-    server
-        .save_ok(&t, &id, "\"persisted\"", "2024-01-01T00:00:00Z")
-        .await;
-    server
-        .save_ok(&t, &gone, "\"deleted\"", "2024-01-01T00:00:00Z")
-        .await;
-    server.delete(&t, &[&gone]).await.expect_status(204);
-    let dir = server.stop().await;
-
-    let server = Setup {
-        stores: vec![keys],
-        dir: Some(dir),
-        ..Setup::default()
-    }
-    .start()
-    .await;
-    assert_eq!(server.content(&t, &id).await, "\"persisted\"");
-    server.expect_absent(&t, &gone).await;
-    // updatedAt survives too: an older save is still ignored.
-    server
-        .save_ok(&t, &id, "\"older\"", "2023-01-01T00:00:00Z")
-        .await;
-    assert_eq!(server.content(&t, &id).await, "\"persisted\"");
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_completes_an_in_flight_request() {
-    let mut server = Server::start().await;
-    let keys = server.keys().clone();
-    let (t, id) = (uuid(), uuid());
-    let token = server.token(&server.claims(&t, &id, "\"in flight\"", "2024-01-01T00:00:00Z"));
-    let body = save_body(&[token]);
-    let path = server.states_path(&t);
-    let mut headers = server.signed("POST", &path, &t).headers;
-    headers.push(("content-type".into(), "application/json".into()));
-    headers.push(("content-length".into(), body.len().to_string()));
-
-    let mut conn = RawConn::open(&server.http).await;
-    conn.write(&raw_head("POST", &path, &headers)).await;
-    let (first, rest) = body.split_at(body.len() / 2);
-    conn.write(first).await;
-    // Let the server take the request in hand before it is told to stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.trigger_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    conn.write(rest).await;
-    let (status, resp) = conn.read_response().await;
-    assert_eq!(
-        status,
-        204,
-        "in-flight save: {}",
-        String::from_utf8_lossy(&resp)
-    );
-    let dir = server.stop().await;
-
-    let server = Setup {
-        stores: vec![keys],
-        dir: Some(dir),
-        ..Setup::default()
-    }
-    .start()
-    .await;
-    assert_eq!(server.content(&t, &id).await, "\"in flight\"");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_returns_promptly_when_idle() {
-    let server = Server::start().await;
-    server.health().await.expect_status(200);
-    let started = std::time::Instant::now();
-    server.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
-}
+use crate::common::{raw_head, save_body, uuid, Deployment, RawConn, TestCert};
 
 // -------------------------------------------------------------------- binary
 

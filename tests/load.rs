@@ -4,14 +4,14 @@
 //! zip DEF / kid = platform kid; inner ES384, kid = receiver kid, iss
 //! tenant, aud manywho, sub id, iat now, nbf now-120, exp now+600, jti).
 
-use crate::common::{uuid, Server, Setup, StoreKeys};
+use crate::common::{start_or_skip, uuid, Setup, StoreKeys};
 use serde_json::Value;
 
 const CONTENT: &str = r#"{"hello":"wörld"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_state_is_404() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     let resp = server.load(&t, &id).await;
     resp.expect_error(404);
@@ -25,7 +25,7 @@ async fn unknown_state_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_token_is_built_as_the_contract_says() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, CONTENT, "2024-01-01T00:00:00Z")
@@ -51,7 +51,7 @@ async fn reply_token_is_built_as_the_contract_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_times_follow_the_store_clock() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, CONTENT, "2024-01-01T00:00:00Z")
@@ -63,7 +63,7 @@ async fn reply_times_follow_the_store_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jti_is_fresh_on_every_load() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, CONTENT, "2024-01-01T00:00:00Z")
@@ -76,7 +76,7 @@ async fn jti_is_fresh_on_every_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_key_id_headers_are_400_and_disclose_nothing() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     server
         .save_ok(&t, &id, CONTENT, "2024-01-01T00:00:00Z")
@@ -108,12 +108,10 @@ async fn unknown_key_id_headers_are_400_and_disclose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_serves_several_stores() {
-    let server = Setup {
+    let server = start_or_skip!(Setup {
         stores: vec![StoreKeys::generate(), StoreKeys::generate()],
-        ..Setup::default()
-    }
-    .start()
-    .await;
+        ..Setup::on(super::ENGINE)
+    });
     let (a, b) = (&server.clients[0], &server.clients[1]);
     let (ta, tb, id) = (uuid(), uuid(), uuid());
     a.save_ok(&ta, &id, "\"store a\"", "2024-01-01T00:00:00Z")

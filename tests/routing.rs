@@ -1,11 +1,11 @@
 //! Routing: unknown routes are 404, known routes with another method 405,
 //! both with the contract's JSON error body and never a 500.
 
-use crate::common::{uuid, Req, Server, BASE};
+use crate::common::{start_or_skip, uuid, Req, Setup, BASE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_404() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     for path in [
         "/".to_string(),
@@ -26,7 +26,7 @@ async fn unknown_routes_are_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_with_valid_auth_is_still_404() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let path = format!("{BASE}/tenants/{t}");
     server
@@ -37,7 +37,7 @@ async fn unknown_route_with_valid_auth_is_still_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_are_405() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     let states = server.states_path(&t);
     let state = server.state_path(&t, &id);
@@ -60,7 +60,7 @@ async fn wrong_methods_are_405() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_uuid_tenant_or_id_is_rejected_not_served() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     for (tenant, path) in [
         ("not-a-uuid", format!("{BASE}/states/not-a-uuid/{}", uuid())),

@@ -3,7 +3,9 @@
 //! all-or-nothing batches, last writer wins by `updatedAt` instant, and
 //! content kept byte for byte.
 
-use crate::common::{p256_jwk, p384_jwk, uuid, Client, Platform, Server, TokenOpts};
+use crate::common::{
+    p256_jwk, p384_jwk, start_or_skip, uuid, Client, Platform, Server, Setup, TokenOpts,
+};
 use josekit::jws;
 use serde_json::{json, Value};
 
@@ -15,7 +17,7 @@ fn opts() -> TokenOpts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saved_state_loads_back() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     let content = r#"{"id":"x","values":[1,2,3]}"#;
     server.save_ok(&t, &id, content, OLD).await;
@@ -25,7 +27,7 @@ async fn saved_state_loads_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_of_three_is_stored_whole() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let ids: Vec<String> = (0..3).map(|_| uuid()).collect();
     let tokens: Vec<String> = ids
@@ -92,7 +94,7 @@ fn bad_tokens(server: &Client, t: &str, id: &str) -> Vec<(&'static str, u16, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_token_in_a_batch_of_three_stores_none() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let existing = uuid();
     server.save_ok(&t, &existing, "\"v1\"", OLD).await;
@@ -123,7 +125,7 @@ async fn one_bad_token_in_a_batch_of_three_stores_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_token_alone_gets_its_status_and_stores_nothing() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let id = uuid();
     for (name, status, bad) in bad_tokens(&server, &t, &id) {
@@ -136,7 +138,7 @@ async fn each_bad_token_alone_gets_its_status_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_are_400() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let id = uuid();
     let token = server.token(&server.claims(&t, &id, "{}", OLD));
@@ -188,7 +190,7 @@ async fn malformed_bodies_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_failures_are_400() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let id = uuid();
     let good = server.claims(&t, &id, "{}", OLD);
@@ -256,7 +258,7 @@ type Edit = Box<dyn Fn(&mut Value)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_variants_the_contract_allows() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let now = server.now();
     let cases: Vec<(&str, Edit)> = vec![
@@ -332,7 +334,7 @@ async fn claim_variants_the_contract_allows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inner_signature_failures_are_rejected() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let id = uuid();
     let c = server.claims(&t, &id, "{}", OLD);
@@ -421,7 +423,7 @@ async fn save_at(server: &Server, t: &str, id: &str, content: &str, updated_at: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_save_is_ignored_but_still_204() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_at(&server, &t, &id, "\"new\"", "2024-06-01T00:00:00Z").await;
     save_at(&server, &t, &id, "\"old\"", "2024-05-31T23:59:59.9999999Z").await;
@@ -430,7 +432,7 @@ async fn older_save_is_ignored_but_still_204() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_save_replaces() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_at(&server, &t, &id, "\"first\"", "2024-06-01T00:00:00Z").await;
     save_at(
@@ -446,7 +448,7 @@ async fn newer_save_replaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_save_is_applied_comparing_instants_not_strings() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_at(
         &server,
@@ -482,7 +484,7 @@ async fn equal_save_is_applied_comparing_instants_not_strings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_uses_instants_where_strings_disagree() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_at(&server, &t, &id, "\"later\"", "2024-06-01T10:33:00Z").await;
     // Sorts after "10:33:00Z" as a string, but is 10:32Z: older, ignored.
@@ -495,7 +497,7 @@ async fn ordering_uses_instants_where_strings_disagree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordering_keeps_full_fractional_precision() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     save_at(&server, &t, &id, "\"7\"", "2024-06-01T00:00:00.7117031Z").await;
     // One tick (100 ns) older: ignored. A millisecond-truncating store
@@ -512,7 +514,7 @@ async fn ordering_keeps_full_fractional_precision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_harmless() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let (t, id) = (uuid(), uuid());
     let token = server.token(&server.claims(&t, &id, "\"once\"", OLD));
     for _ in 0..3 {
@@ -526,7 +528,7 @@ async fn retries_are_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_is_kept_byte_for_byte() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     let contents = [
         r#"{"id":"4b8b27d3","values":[{"developerName":"Name","contentValue":"Zoë — ✓ 東京"}]}"#
@@ -566,7 +568,7 @@ async fn content_is_kept_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_content_round_trips() {
-    let server = Server::start().await;
+    let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
     // 1 MiB of varied text: JSON with unicode and escapes, not one repeated byte.
     let mut content = String::from("{\"big\":[");

@@ -22,7 +22,9 @@ async fn expired_states_are_purged_by_the_sweeper() {
     config.storage.sweep_interval_seconds = 1;
     config.stores.push(keys.store_entry("sweeper"));
     let clock = ManualClock::at_unix(T0);
-    let app = App::open(&config, Arc::new(clock.clone())).expect("open");
+    let app = App::open(&config, Arc::new(clock.clone()))
+        .await
+        .expect("open");
     let service = app.service();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -61,7 +63,9 @@ async fn expired_states_are_purged_by_the_sweeper() {
     server.await.unwrap().unwrap();
     drop(service);
     // On disk, after a restart: the expired state is gone, the other is kept.
-    let app = App::open(&config, Arc::new(clock.clone())).expect("reopen");
+    let app = App::open(&config, Arc::new(clock.clone()))
+        .await
+        .expect("reopen");
     assert_eq!(stored(&app.service()).await, 1);
 }
 

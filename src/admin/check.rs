@@ -3,15 +3,18 @@
 //! [`check`] returns a [`Report`], one [`Finding`] per check (config syntax
 //! and unknown keys, `validate()`, the listen address, every key file, kid
 //! uniqueness, the TLS certificate and key and the certificate's expiry, the
-//! storage directory, the Basic-auth password file); the CLI prints it one
+//! storage directory or the PostgreSQL database, the Basic-auth password
+//! file); the CLI prints it one
 //! line per check. A `Fail` means `serve` would not start; a `Warn` is worth
 //! a look but does not stop it.
 //!
-//! The database itself is never opened: the unit runs `check` as
+//! A sled database itself is never opened: the unit runs `check` as
 //! `ExecStartPre`, and an operator runs it while the store serves, when sled's
 //! lock would make an open fail. Instead the storage directory is probed by
 //! creating and removing a file in it (or, if it does not exist yet, in the
-//! directory `serve` would create it in). When run as root, `check` also
+//! directory `serve` would create it in). A PostgreSQL database is connected
+//! to (reachable, credentials accepted, TLS verified) and its schema version
+//! read, without changing anything. When run as root, `check` also
 //! warns about files the `flow-store` service account could not read,
 //! because root reads everything and would otherwise hide that.
 
@@ -25,9 +28,11 @@ use std::process::ExitCode;
 use time::OffsetDateTime;
 
 use crate::admin::{load_config, running_as_root, ServiceAccount, SERVICE_USER};
-use crate::config::{Config, ConfigError, KeySource};
+use crate::config::{Config, ConfigError, KeySource, StorageEngine};
 use crate::keys::{load_key, KeyRing, KeyRole};
 use crate::server::tls::load_certified_key;
+use crate::store::postgres::schema::SCHEMA_VERSION;
+use crate::store::postgres::PostgresStore;
 
 /// A certificate that expires within this many days gets a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -191,7 +196,10 @@ pub fn check_with(
     }
     check_keys(&config, &mut report);
     check_tls(&config, now, &mut report);
-    check_storage(&config.storage.path, &mut report);
+    match config.storage.engine {
+        StorageEngine::Sled => check_storage(&config.storage.path, &mut report),
+        StorageEngine::Postgres => check_database(&config, &mut report),
+    }
     check_password_file(&config, &mut report);
     if let Some(account) = account {
         check_service_access(&config, account, &mut report);
@@ -470,6 +478,53 @@ fn check_storage(path: &Path, report: &mut Report) {
     }
 }
 
+/// Connects to the PostgreSQL database and reads its schema version.
+fn check_database(config: &Config, report: &mut Report) {
+    let subject = "database";
+    let options = match crate::app::postgres_options(config) {
+        Ok(options) => options,
+        Err(e) => return report.push(Verdict::Fail, subject, format!("{e:#}")),
+    };
+    let probed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|runtime| {
+            runtime
+                .block_on(PostgresStore::probe(&options))
+                .map_err(|e| e.to_string())
+        });
+    let (verdict, message) = match probed {
+        Err(e) => (Verdict::Fail, e),
+        Ok(0) => (
+            Verdict::Ok,
+            format!(
+                "PostgreSQL reachable, credentials accepted; no flow-store schema yet \
+                 (serve creates version {SCHEMA_VERSION})"
+            ),
+        ),
+        Ok(found) if found < SCHEMA_VERSION => (
+            Verdict::Ok,
+            format!(
+                "PostgreSQL reachable, credentials accepted; schema version {found}, \
+                 serve migrates it to {SCHEMA_VERSION}"
+            ),
+        ),
+        Ok(found) if found == SCHEMA_VERSION => (
+            Verdict::Ok,
+            format!("PostgreSQL reachable, credentials accepted; schema version {found}"),
+        ),
+        Ok(found) => (
+            Verdict::Fail,
+            format!(
+                "the database has schema version {found}, newer than this release's \
+                 {SCHEMA_VERSION}: upgrade flow-store on this node"
+            ),
+        ),
+    };
+    report.push(verdict, subject, message);
+}
+
 /// Creates and removes a file in `dir`: the only proof of writability that
 /// also covers read-only mounts and sandboxes (`ProtectSystem=strict`).
 fn probe_writable(dir: &Path) -> std::io::Result<()> {
@@ -549,6 +604,15 @@ fn check_service_access(config: &Config, account: &ServiceAccount, report: &mut 
     if let Some(path) = &config.auth.basic_password_file {
         files.push(("basic auth password file".into(), path.clone()));
     }
+    if config.storage.engine == StorageEngine::Postgres {
+        let postgres = &config.storage.postgres;
+        if let Some(path) = &postgres.password_file {
+            files.push(("PostgreSQL password file".into(), path.clone()));
+        }
+        if let Some(path) = &postgres.ca {
+            files.push(("PostgreSQL CA file".into(), path.clone()));
+        }
+    }
     let mut problems = 0;
     for (what, path) in &files {
         // Missing files are already failures above.
@@ -568,7 +632,10 @@ fn check_service_access(config: &Config, account: &ServiceAccount, report: &mut 
             }
         }
     }
-    if let Ok(meta) = fs::metadata(&config.storage.path) {
+    let sled_dir = (config.storage.engine == StorageEngine::Sled)
+        .then(|| fs::metadata(&config.storage.path).ok())
+        .flatten();
+    if let Some(meta) = sled_dir {
         if !account.may(&meta, 0o2) {
             problems += 1;
             report.push(

@@ -1,12 +1,13 @@
 //! Operator commands that prepare and verify a server without serving:
-//! [`check`] (`flow-store check`) and [`keys`] (`flow-store keys import`,
-//! `flow-store keys list`).
+//! [`check`] (`flow-store check`), [`keys`] (`flow-store keys import`,
+//! `flow-store keys list`) and [`migrate`] (`flow-store migrate`, which
+//! copies the states from one database to another).
 //!
 //! This file owns what both need from the host: who we run as and the
 //! `flow-store` service account, read from `/proc/self/status`,
 //! `/etc/passwd` and `/etc/group` (no libc calls, the crate forbids
 //! `unsafe`), and the permission arithmetic that says whether that account
-//! can read a file. Nothing here serves requests or opens the database.
+//! can read a file. Nothing here serves requests.
 
 use std::fs::Metadata;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,6 +17,7 @@ use crate::config::{Config, ConfigError};
 
 pub mod check;
 pub mod keys;
+pub mod migrate;
 
 /// The system user and group the packaged service runs as.
 pub const SERVICE_USER: &str = "flow-store";

@@ -39,7 +39,13 @@ pub async fn health(service: &Service) -> Result<Reply, ApiError> {
         error.status = StatusCode::SERVICE_UNAVAILABLE;
         error
     })?;
-    let body = serde_json::json!({"status": "ok", "database": "ok"});
+    // The engine's name tells an operator behind a load balancer which
+    // storage a node runs on; it discloses nothing of the states.
+    let body = serde_json::json!({
+        "status": "ok",
+        "database": "ok",
+        "engine": service.store().engine(),
+    });
     Ok(Reply::new(json_response(StatusCode::OK, &body), ""))
 }
 

@@ -1,5 +1,6 @@
 //! Storage: what the service needs from a database, as one interface
-//! ([`Store`]), and the engines behind it ([`sled`] today). Nothing above
+//! ([`Store`]), and the engines behind it: [`sled`] (one node, the
+//! default) and [`postgres`] (any number of nodes on one database). Nothing above
 //! this module knows which engine runs; nothing in it knows about HTTP or
 //! JOSE.
 //!
@@ -13,6 +14,7 @@
 //!   [`Store::purge_expired`].
 
 pub mod error;
+pub mod postgres;
 pub mod sled;
 
 use async_trait::async_trait;
@@ -43,7 +45,7 @@ pub struct StoreStats {
 /// A database of flow states keyed by (tenant, id).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// The engine's name, for operators ("sled").
+    /// The engine's name, for operators ("sled", "postgres").
     fn engine(&self) -> &'static str;
 
     /// Saves `states` atomically; each replaces the stored one only if its
@@ -68,6 +70,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Proves the database can be written, read back and made durable.
     async fn health_check(&self, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Up to `limit` states, expired ones included, in (tenant, id) order
+    /// (both engines order UUIDs by their bytes), starting after `after`,
+    /// from the first when `None`: the pages of a full copy
+    /// (`flow-store migrate`) in bounded memory, while the store serves.
+    async fn scan(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError>;
 
     /// Counts and size, for operators.
     async fn stats(&self) -> Result<StoreStats, StoreError>;

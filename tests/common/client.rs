@@ -220,21 +220,34 @@ impl Http {
     }
 
     async fn exchange(client: &transport::Client, req: Req) -> Resp {
+        let what = format!("{} {}", req.method, req.path);
+        Self::try_exchange(client, req)
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {e}"))
+    }
+
+    async fn try_exchange(client: &transport::Client, req: Req) -> Result<Resp, String> {
         let reply = client
             .send(Self::build(&req))
             .await
-            .unwrap_or_else(|e| panic!("{} {} failed: {e}", req.method, req.path));
-        Resp {
+            .map_err(|e| e.to_string())?;
+        Ok(Resp {
             status: reply.status.as_u16(),
             headers: reply.headers,
             body: reply.body.to_vec(),
             sent_secrets: req.secrets(),
-        }
+        })
     }
 
     /// Send over a fresh HTTP/1.1 connection.
     pub async fn send(&self, req: Req) -> Resp {
         Self::exchange(&self.h1, req).await
+    }
+
+    /// [`Http::send`], with a failed exchange (server gone, connection
+    /// reset) as an error instead of a panic: for servers a test kills.
+    pub async fn try_send(&self, req: Req) -> Result<Resp, String> {
+        Self::try_exchange(&self.h1, req).await
     }
 
     /// Send over a fresh HTTP/2 connection (ALPN `h2`, or the request fails).

@@ -9,7 +9,9 @@
 //! - [`client`]: requests and responses of the contract over the crate's
 //!   one HTTPS client, and raw byte-level connections;
 //! - [`server`]: the library server in-process ([`Setup`] / [`Server`])
-//!   with a temporary sled directory and a manual clock;
+//!   on either storage engine, with a manual clock;
+//! - [`postgres`]: a real PostgreSQL cluster ([`PgServer`]) for the
+//!   PostgreSQL engine;
 //! - [`prometheus`]: Debian's `promtool` and a real `prometheus` server;
 //! - [`scrape`]: plain HTTP to the metrics listener, and the text
 //!   exposition read back as samples;
@@ -22,6 +24,7 @@ pub mod client;
 pub mod faults;
 pub mod gate;
 pub mod keys;
+pub mod postgres;
 pub mod prometheus;
 pub mod scrape;
 pub mod server;
@@ -32,6 +35,7 @@ pub mod tokens;
 pub use client::*;
 pub use faults::*;
 pub use keys::*;
+pub use postgres::PgServer;
 pub use prometheus::*;
 pub use scrape::*;
 pub use server::*;

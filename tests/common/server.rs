@@ -1,7 +1,12 @@
 //! The library server in-process: [`Setup`] starts `App` on an ephemeral
-//! loopback port with a temporary sled directory, the test certificate and
-//! a [`ManualClock`], and hands back a [`Server`] whose clients play the
-//! platform of each configured store.
+//! loopback port on either storage [`Engine`] (a temporary sled directory,
+//! or a fresh database of the test PostgreSQL), with the test certificate
+//! and a [`ManualClock`], and hands back a [`Server`] whose clients play
+//! the platform of each configured store.
+//!
+//! The contract topics run once per engine (see `tests/tests.rs`); they
+//! start servers with [`start_or_skip!`], which ends a PostgreSQL test
+//! early, after a loud SKIP line, when PostgreSQL is not installed.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -17,14 +22,41 @@ use flow_store::config::Config;
 use super::client::{Client, Http, Now};
 use super::gate;
 use super::keys::StoreKeys;
+use super::postgres::PgServer;
 use super::tls::test_cert;
 use super::tokens::{Platform, T0};
 
 /// The default base path of the contract.
 pub const BASE: &str = "/api/storage/1";
 
+/// The storage engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Postgres,
+}
+
+/// Starts a [`Setup`], or returns from the calling test (which PostgreSQL
+/// skips, loudly) when its engine cannot run here.
+macro_rules! start_or_skip {
+    ($setup:expr) => {
+        match $setup.start_or_skip().await {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+pub(crate) use start_or_skip;
+
+/// Where a restarted server finds its PostgreSQL database: a file in the
+/// test's directory names it.
+pub const DATABASE_FILE: &str = "postgres-database";
+
 /// How to start an in-process server.
 pub struct Setup {
+    pub engine: Engine,
+    /// The PostgreSQL cluster (the shared one when `None`).
+    pub cluster: Option<Arc<PgServer>>,
     pub now: i64,
     pub stores: Vec<StoreKeys>,
     pub max_body_bytes: Option<u64>,
@@ -41,6 +73,8 @@ pub struct Setup {
 impl Default for Setup {
     fn default() -> Self {
         Self {
+            engine: Engine::Sled,
+            cluster: None,
             now: T0,
             stores: vec![StoreKeys::generate()],
             max_body_bytes: None,
@@ -54,10 +88,28 @@ impl Default for Setup {
 }
 
 impl Setup {
+    /// The defaults, on `engine`.
+    pub fn on(engine: Engine) -> Setup {
+        Setup {
+            engine,
+            ..Setup::default()
+        }
+    }
+
+    /// Starts the server (tests that are not run per engine: sled).
     pub async fn start(self) -> Server {
+        self.start_or_skip()
+            .await
+            .expect("PostgreSQL is not installed: use start_or_skip!")
+    }
+
+    /// Starts the server, or `None` when its engine is PostgreSQL and
+    /// PostgreSQL is not installed (after a loud SKIP line).
+    pub async fn start_or_skip(self) -> Option<Server> {
         let gate = gate::shared();
         let dir = self
             .dir
+            .clone()
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("tempdir")));
         let cert = test_cert();
         let (cert_path, key_path) = cert.write_to(&dir.path().join("tls"));
@@ -72,6 +124,13 @@ impl Setup {
         cfg.tls.cert = cert_path;
         cfg.tls.key = key_path;
         cfg.storage.path = dir.path().join("data");
+        if self.engine == Engine::Postgres {
+            let cluster = match &self.cluster {
+                Some(cluster) => cluster.as_ref(),
+                None => PgServer::shared()?,
+            };
+            use_postgres(&mut cfg, cluster, dir.path()).await;
+        }
         if let Some(interval) = self.sweep_interval_seconds {
             cfg.storage.sweep_interval_seconds = interval;
         }
@@ -93,7 +152,9 @@ impl Setup {
 
         let clock = ManualClock::at_unix(self.now);
         let now = Arc::new(AtomicI64::new(self.now));
-        let app = App::open(&cfg, Arc::new(clock.clone())).expect("App::open");
+        let app = App::open(&cfg, Arc::new(clock.clone()))
+            .await
+            .expect("App::open");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -130,7 +191,7 @@ impl Setup {
                 basic: self.basic.clone(),
             })
             .collect();
-        Server {
+        Some(Server {
             clients,
             clock,
             now,
@@ -139,8 +200,23 @@ impl Setup {
             shutdown: Some(tx),
             task: Some(task),
             _gate: gate,
-        }
+        })
     }
+}
+
+/// Points `cfg` at a database of `cluster`: the one named in `dir` (a
+/// restart), else a new one, named there for the next start.
+pub async fn use_postgres(cfg: &mut Config, cluster: &PgServer, dir: &std::path::Path) {
+    let named = dir.join(DATABASE_FILE);
+    let database = match std::fs::read_to_string(&named) {
+        Ok(name) => name,
+        Err(_) => {
+            let name = cluster.create_database().await;
+            std::fs::write(&named, &name).expect("database name file");
+            name
+        }
+    };
+    cluster.configure(cfg, &database, dir);
 }
 
 /// A running in-process server. Derefs to the [`Client`] of its first store.
@@ -165,11 +241,6 @@ impl std::ops::Deref for Server {
 }
 
 impl Server {
-    /// Start with all defaults.
-    pub async fn start() -> Server {
-        Setup::default().start().await
-    }
-
     /// Move the server's clock forward.
     pub fn advance(&self, secs: i64) {
         self.clock.advance(Duration::from_secs(secs as u64));

@@ -32,10 +32,15 @@ impl Deployment {
     /// Certificates under `tls/`, keys under `keys/` (receiver mode 600),
     /// and `config.toml` with relative paths, listening on an ephemeral port.
     pub fn new() -> Self {
+        Self::with_keys(StoreKeys::generate())
+    }
+
+    /// [`Deployment::new`] with the keys of `keys`: several nodes of one
+    /// store (on one PostgreSQL database) share them.
+    pub fn with_keys(keys: StoreKeys) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = test_cert();
         cert.write_to(&dir.path().join("tls"));
-        let keys = StoreKeys::generate();
         let kdir = dir.path().join("keys");
         std::fs::create_dir_all(&kdir).unwrap();
         std::fs::write(kdir.join("platform.jwk"), jwk_json(&keys.platform_public())).unwrap();

@@ -116,6 +116,14 @@ impl Store for SledStore {
         self.call(move |db| db.health_check(now)).await
     }
 
+    async fn scan(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError> {
+        self.call(move |db| db.scan(after, limit)).await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.call(|db| db.stats()).await
     }
@@ -434,6 +442,31 @@ impl Database {
             ));
         }
         self.commit()
+    }
+
+    /// Up to `limit` states in key order after `after` (see [`Store::scan`]).
+    pub fn scan(
+        &self,
+        after: Option<(Uuid, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<State>, StoreError> {
+        let entries = match after {
+            Some((tenant, id)) => {
+                let start = codec::state_key(tenant, id);
+                self.states
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            }
+            None => self.states.iter(),
+        };
+        entries
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(|e| self.err(e))?;
+                let (tenant, id) = codec::state_key_parts(&key)
+                    .ok_or_else(|| StoreError::Corrupt("a state key of the wrong length".into()))?;
+                Ok(codec::decode(tenant, id, &value)?)
+            })
+            .collect()
     }
 
     /// Counts and size. sled counts by walking the tree: O(states).
