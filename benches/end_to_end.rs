@@ -15,8 +15,10 @@
 //! `-- --clients N` to change the concurrency, default 32). `-- --before
 //! PATH` first measures PATH, a release build of an earlier commit, in the
 //! same run and under the same floor as the binary just built: the
-//! before/after of a change. PATH must predate the `[metrics]` setting
-//! (commit 82d7d7a): its configuration is written without that table.
+//! before/after of a change. PATH's configuration is written without the
+//! settings added since commit 71d5827 (`[metrics]`, `storage.engine`,
+//! `[storage.postgres]`; all at their defaults here), so builds from that
+//! commit on can be compared.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -102,7 +104,7 @@ fn main() {
 }
 
 /// Which build a binary is: the one built with this bench, or an earlier
-/// one, whose configuration schema has no `[metrics]` table yet.
+/// one, whose configuration schema may lack the newer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Build {
     Before,
@@ -142,6 +144,10 @@ impl Bench {
         if build == Build::Before {
             let mut document: toml_edit::DocumentMut = text.parse().expect("config");
             document.remove("metrics");
+            if let Some(storage) = document.get_mut("storage").and_then(|s| s.as_table_mut()) {
+                storage.remove("engine");
+                storage.remove("postgres");
+            }
             text = document.to_string();
         }
         std::fs::write(root.join("config.toml"), text).expect("config");
