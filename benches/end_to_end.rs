@@ -8,8 +8,8 @@
 //! clients (one connection each, one request in flight each) send requests
 //! built and signed before the clock starts, so the client's own
 //! cryptography does not compete. With two cores or more, the server is
-//! pinned to core 0 and this process to core 1 (`taskset`), so the server's
-//! figure is per core. Asserts nothing; prints figures.
+//! started on core 0 (so it sizes itself for one core) and this process
+//! runs on core 1 (`taskset`), so the server's figure is per core. Asserts nothing; prints figures.
 //!
 //! Run: `cargo bench --bench end_to_end` (`-- --quick` for a short run,
 //! `-- --clients N` to change the concurrency, default 32). `-- --before
@@ -151,11 +151,19 @@ impl Bench {
             text = document.to_string();
         }
         std::fs::write(root.join("config.toml"), text).expect("config");
+        // The server starts on its core (it inherits this thread's affinity),
+        // so it sizes its runtime for the one core it has, as a one-core
+        // deployment would; pinning it after the start would leave it with
+        // a worker per core of the machine, time-sliced on one.
+        let on_its_core = client_pinned && pin_this_thread("0");
         let server = ServerProcess::spawn(binary, &root.join("config.toml"), &[])
             .unwrap_or_else(|e| panic!("{e}"));
+        if on_its_core {
+            pin_this_thread("1");
+        }
         let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())
             .expect("platform keys");
-        let pinned = client_pinned && pin(server.pid(), "0");
+        let pinned = on_its_core && pin(server.pid(), "0");
         Bench {
             _dir: dir,
             binary: binary.to_path_buf(),
@@ -591,6 +599,15 @@ fn rate(seconds: f64, mut op: impl FnMut()) -> f64 {
             count as f64 / started.elapsed().as_secs_f64()
         })
         .fold(0.0, f64::max)
+}
+
+/// Pins the calling thread alone to `core` (`taskset` without `-a` on the
+/// main thread's id, which is the process id: `Bench::start` runs there).
+fn pin_this_thread(core: &str) -> bool {
+    Command::new("taskset")
+        .args(["-p", "-c", core, &std::process::id().to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Pins every thread of `pid` to `core`, when `taskset` (util-linux) is
