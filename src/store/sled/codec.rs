@@ -41,6 +41,16 @@ pub fn state_key(tenant: Uuid, id: Uuid) -> [u8; 32] {
     key
 }
 
+/// Splits a `states` key into (tenant, id).
+pub fn state_key_parts(key: &[u8]) -> Option<(Uuid, Uuid)> {
+    if key.len() != 32 {
+        return None;
+    }
+    let tenant = Uuid::from_slice(&key[..16]).ok()?;
+    let id = Uuid::from_slice(&key[16..]).ok()?;
+    Some((tenant, id))
+}
+
 /// The `expiry` index key of a state expiring at `nanos`.
 pub fn expiry_key(nanos: i128, tenant: Uuid, id: Uuid) -> [u8; 48] {
     let mut key = [0u8; 48];
