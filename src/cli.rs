@@ -1,5 +1,5 @@
-//! The command line: `serve`, `simulate`, `check` and `keys`, each a thin
-//! call into the library. Exit codes: 0 success, 1 failure while running
+//! The command line: `serve`, `simulate`, `check`, `keys`, `status`,
+//! `backup` and `restore`, each a thin call into the library. Exit codes: 0 success, 1 failure while running
 //! (or a simulate step failed), 2 bad usage or configuration.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use crate::app::{self, App};
 use crate::clock::SystemClock;
 use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 use crate::simulate::{self, SimulateOptions};
+
+mod operator;
 
 /// flow-store: keep Boomi Flow states on your own servers.
 #[derive(Debug, Parser)]
@@ -85,6 +87,65 @@ pub enum Command {
         /// What to do with the keys.
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Ask the running store how it is doing (exit status 1 when unhealthy).
+    Status {
+        /// Where the store is.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an online, consistent backup from the running store (or `backup verify FILE`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        /// Check a backup file instead of taking one.
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+        /// Where the store is.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The file to write; `-` writes to standard output (unverified)
+        /// [default: ./flow-store-<UTC time>.backup].
+        #[arg(long, short, value_name = "FILE|-", conflicts_with = "dir")]
+        output: Option<PathBuf>,
+        /// Write flow-store-<UTC time>.backup into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// With --dir: then delete all but the newest `admin.backups_kept`
+        /// backups there.
+        #[arg(long, requires = "dir")]
+        prune: bool,
+    },
+    /// Restore a backup into an empty data directory while the store is stopped.
+    Restore {
+        /// Configuration file (its storage.path is the target) [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
+/// How the operator commands find the running store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Configuration file naming admin.socket [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The admin socket, instead of the configuration's admin.socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `flow-store backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Re-read a backup and check its manifest, every checksum and every record.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
     },
 }
 
@@ -159,6 +220,19 @@ pub fn main() -> ExitCode {
             }
             KeysCommand::List { config } => crate::admin::keys::list_command(&config_path(config)),
         },
+        Command::Status { admin, json } => operator::status(&admin, json),
+        Command::Backup {
+            command: Some(BackupCommand::Verify { file }),
+            ..
+        } => operator::verify(&file),
+        Command::Backup {
+            command: None,
+            admin,
+            output,
+            dir,
+            prune,
+        } => operator::backup(&admin, output, dir, prune),
+        Command::Restore { config, file } => operator::restore(&config_path(config), &file),
     }
 }
 
@@ -231,7 +305,13 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let admin = config
+            .admin
+            .socket()
+            .map(crate::admin::socket::AdminListener::bind)
+            .transpose()?;
         let listeners = app::Listeners {
+            admin,
             api: tokio::net::TcpListener::from_std(api).context("registering the listener")?,
             metrics: metrics
                 .map(tokio::net::TcpListener::from_std)

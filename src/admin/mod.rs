@@ -1,6 +1,8 @@
 //! Operator commands that prepare and verify a server without serving:
 //! [`check`] (`flow-store check`) and [`keys`] (`flow-store keys import`,
-//! `flow-store keys list`).
+//! `flow-store keys list`); and the local admin channel to a running one:
+//! [`socket`] (the Unix socket, its peer check and its client), [`api`]
+//! (what the daemon answers there) and [`status`] (`flow-store status`).
 //!
 //! This file owns what both need from the host: who we run as and the
 //! `flow-store` service account, read from `/proc/self/status`,
@@ -14,8 +16,11 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError};
 
+pub mod api;
 pub mod check;
 pub mod keys;
+pub mod socket;
+pub mod status;
 
 /// The system user and group the packaged service runs as.
 pub const SERVICE_USER: &str = "flow-store";

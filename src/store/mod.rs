@@ -70,6 +70,11 @@ impl Snapshot {
         self.states.recv().await
     }
 
+    /// [`Snapshot::next`] for a blocking thread (never an async task).
+    pub fn blocking_next(&mut self) -> Option<Result<State, StoreError>> {
+        self.states.blocking_recv()
+    }
+
     /// How long saves and deletes waited while the cut was made.
     pub fn pause(&self) -> Duration {
         self.pause
