@@ -8,6 +8,7 @@ mod common;
 
 mod algorithms;
 mod auth;
+mod backup;
 mod config;
 mod delete;
 mod expiry;

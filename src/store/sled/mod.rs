@@ -309,8 +309,8 @@ impl Database {
                     let key = codec::state_key(state.tenant, state.id);
                     let old = tx_states.get(key)?;
                     if let Some(old) = &old {
-                        let old_meta = codec::decode_meta(old)
-                            .map_err(ConflictableTransactionError::Abort)?;
+                        let old_meta =
+                            codec::decode_meta(old).map_err(ConflictableTransactionError::Abort)?;
                         if old_meta.updated_at > state.meta.updated_at {
                             outcome.ignored += 1;
                             continue;
