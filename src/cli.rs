@@ -15,6 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 use crate::simulate::{self, SimulateOptions};
 
+pub mod docs;
 mod operator;
 
 /// flow-store: keep Boomi Flow states on your own servers.
@@ -117,6 +118,16 @@ pub enum Command {
         /// backups there.
         #[arg(long, requires = "dir")]
         prune: bool,
+    },
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory for the man pages (section 8).
+        #[arg(long, value_name = "DIR")]
+        man: PathBuf,
+        /// Directory for the bash, zsh and fish completions.
+        #[arg(long, value_name = "DIR")]
+        completions: PathBuf,
     },
     /// Restore a backup into an empty data directory while the store is stopped.
     Restore {
@@ -233,6 +244,7 @@ pub fn main() -> ExitCode {
             prune,
         } => operator::backup(&admin, output, dir, prune),
         Command::Restore { config, file } => operator::restore(&config_path(config), &file),
+        Command::GenerateDocs { man, completions } => generate_docs(&man, &completions),
     }
 }
 
@@ -241,6 +253,25 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn generate_docs(man: &Path, completions: &Path) -> ExitCode {
+    let written = docs::man_pages(man).and_then(|mut pages| {
+        pages.extend(docs::completions(completions)?);
+        Ok(pages)
+    });
+    match written {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flow-store generate-docs: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn report(error: &anyhow::Error) {

@@ -11,6 +11,7 @@ mod auth;
 mod backup;
 mod config;
 mod delete;
+mod docs;
 mod expiry;
 mod harness;
 mod health;
