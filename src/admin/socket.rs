@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::SERVICE_USER;
+use super::{ServiceAccount, SERVICE_USER};
 use crate::server::Listener;
 
 /// Mode of the socket file: owner and group only.
@@ -183,39 +183,26 @@ impl HostAccounts {
 }
 
 /// Whether a peer with `uid` and `gid` may use the admin socket: root, the
-/// daemon's own user (`own_uid`), or a member of group [`SERVICE_USER`].
+/// daemon's own user (`own_uid`), or a member of group [`SERVICE_USER`]
+/// (running with its gid, or a user whose groups include it).
 pub fn may_administer(uid: u32, gid: u32, own_uid: Option<u32>, hosts: &HostAccounts) -> bool {
     if uid == 0 || Some(uid) == own_uid {
         return true;
     }
-    let fields = |line: &str| line.split(':').map(str::to_string).collect::<Vec<_>>();
-    let Some(group) = hosts
-        .group
-        .lines()
-        .map(fields)
-        .find(|f| f.len() >= 3 && f[0] == SERVICE_USER)
+    let Some(service_gid) =
+        ServiceAccount::parse(&hosts.passwd, &hosts.group, SERVICE_USER).and_then(|a| a.gid)
     else {
-        return false;
-    };
-    let Ok(service_gid) = group[2].parse::<u32>() else {
         return false;
     };
     if gid == service_gid {
         return true;
     }
-    let user = hosts
-        .passwd
-        .lines()
-        .map(fields)
-        .find(|f| f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid));
-    let Some(user) = user else {
-        return false;
-    };
-    let primary = user[3].parse::<u32>().ok() == Some(service_gid);
-    let listed = group
-        .get(3)
-        .is_some_and(|members| members.split(',').any(|m| m.trim() == user[0]));
-    primary || listed
+    let name = hosts.passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    });
+    name.and_then(|name| ServiceAccount::parse(&hosts.passwd, &hosts.group, &name))
+        .is_some_and(|peer| peer.groups.contains(&service_gid))
 }
 
 /// Why an admin request failed, as the operator should read it.

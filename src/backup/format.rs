@@ -21,7 +21,7 @@
 
 use std::io::{BufReader, Read, Write};
 
-use aws_lc_rs::digest::{self, Context, SHA256};
+use aws_lc_rs::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -419,11 +419,6 @@ impl<R: Read> Reader<R> {
             what: what.to_string(),
         }
     }
-}
-
-/// SHA-256 of `bytes`, in hex (for tests and tools).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(digest::digest(&SHA256, bytes).as_ref())
 }
 
 #[cfg(test)]

@@ -17,10 +17,9 @@ fn load(admin: &AdminArgs) -> Result<Option<Config>, String> {
     let path = config_path(admin.config.clone());
     match crate::admin::load_config(&path, &[]) {
         Ok(config) => Ok(Some(config)),
-        Err(_) if admin.config.is_none() && admin.socket.is_some() => Ok(None),
         Err(e) if admin.config.is_some() => Err(format!("{}: {e}", path.display())),
-        // The default file may be unreadable to a member of the group:
-        // the default socket is then the one to try.
+        // The default file may be missing or unreadable to a member of the
+        // group: the default socket (or --socket) is then the one to try.
         Err(_) => Ok(None),
     }
 }
