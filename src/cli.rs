@@ -118,6 +118,11 @@ pub enum Command {
         /// backups there.
         #[arg(long, requires = "dir")]
         prune: bool,
+        /// Also put the configuration, the TLS files and every store's key
+        /// files in the backup, to rebuild a lost server: the file then
+        /// holds PRIVATE KEYS.
+        #[arg(long)]
+        include_keys: bool,
     },
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
@@ -136,6 +141,11 @@ pub enum Command {
         config: Option<PathBuf>,
         /// The backup file.
         file: PathBuf,
+        /// Also put back the configuration, TLS and key files of a backup
+        /// taken with --include-keys (never over existing files); with no
+        /// configuration file present, the backup's own is used.
+        #[arg(long)]
+        with_keys: bool,
     },
 }
 
@@ -242,8 +252,13 @@ pub fn main() -> ExitCode {
             output,
             dir,
             prune,
-        } => operator::backup(&admin, output, dir, prune),
-        Command::Restore { config, file } => operator::restore(&config_path(config), &file),
+            include_keys,
+        } => operator::backup(&admin, output, dir, prune, include_keys),
+        Command::Restore {
+            config,
+            file,
+            with_keys,
+        } => operator::restore(config, &file, with_keys),
         Command::GenerateDocs { man, completions } => generate_docs(&man, &completions),
     }
 }

@@ -358,3 +358,83 @@ async fn the_admin_socket_refuses_an_unprivileged_peer() {
         .contains("refused: neither root nor a member"));
     run.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_with_keys_rebuilds_a_lost_server_and_never_overwrites() {
+    let d = Deployment::new();
+    let run = start(&d);
+    let (tenant, id) = (uuid(), uuid());
+    run.save_ok(&tenant, &id, "\"rebuilt\"", "2024-01-01T00:00:00Z")
+        .await;
+    let file = d.dir.path().join("keys.backup");
+    let out = d.cli(&[
+        "backup",
+        "--include-keys",
+        "--output",
+        &file.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("PRIVATE KEYS"),
+        "{}",
+        text(&out.stderr)
+    );
+    let verify = run_bounded(tool_command(&["backup", "verify"]).arg(&file));
+    assert!(
+        text(&verify.stdout).contains("5 configuration, TLS and key files (PRIVATE KEYS)"),
+        "{}",
+        text(&verify.stdout)
+    );
+    run.terminate().await;
+
+    // The server is lost: configuration, TLS, keys and data all gone.
+    let lost = d.dir.path().join("lost");
+    std::fs::create_dir(&lost).unwrap();
+    let moved = ["config.toml", "tls", "keys", "data"];
+    for name in moved {
+        std::fs::rename(d.dir.path().join(name), lost.join(name)).unwrap();
+    }
+    let restore = |args: &[&str]| {
+        run_bounded(
+            tool_command(args)
+                .arg(&file)
+                .env("FLOW_STORE_CONFIG", d.config_path()),
+        )
+    };
+    let out = restore(&["restore", "--with-keys"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        ("config.toml", 0o640),
+        ("tls/cert.pem", 0o640),
+        ("tls/key.pem", 0o640),
+        ("keys/platform.jwk", 0o640),
+        ("keys/receiver.jwk", 0o600),
+    ] {
+        let restored = d.dir.path().join(path);
+        assert_eq!(
+            std::fs::read(&restored).unwrap(),
+            std::fs::read(lost.join(path)).unwrap(),
+            "{path} is not byte-identical"
+        );
+        let got = std::fs::metadata(&restored).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "{path} mode");
+    }
+    let run = start(&d);
+    assert_eq!(run.content(&tenant, &id).await, "\"rebuilt\"");
+    run.terminate().await;
+
+    // Again over the restored files: refused, nothing written.
+    std::fs::rename(d.data_dir(), d.dir.path().join("data.2")).unwrap();
+    let out = restore(&["restore", "--with-keys"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("never overwritten"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !d.data_dir().exists(),
+        "a refused restore wrote the database"
+    );
+}

@@ -2,8 +2,9 @@
 //! more [`Handler`]):
 //!
 //! - `GET /status`: the [`Status`] report (never key material);
-//! - `GET /backup`: a backup file, streamed as it is written from a
-//!   consistent snapshot (`crate::backup::stream`);
+//! - `GET /backup` (`?include-keys` to add the configuration, TLS and key
+//!   files): a backup file, streamed as it is written from a consistent
+//!   snapshot (`crate::backup::stream`);
 //! - `POST /backup/completed`: the `backup` command saying its file is
 //!   written and verified, recorded for `status` and the metrics.
 //!
@@ -185,7 +186,10 @@ impl Handler for AdminApi {
     async fn handle(&self, request: Request<Incoming>) -> Response<AdminBody> {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/status") => json(StatusCode::OK, &self.status().await),
-            (&Method::GET, "/backup") => self.backup().await,
+            (&Method::GET, "/backup") => {
+                let keys = request.uri().query() == Some("include-keys");
+                self.backup(keys).await
+            }
             (&Method::POST, "/backup/completed") => self.completed(request).await,
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -240,7 +244,18 @@ impl AdminApi {
         }
     }
 
-    async fn backup(&self) -> Response<AdminBody> {
+    async fn backup(&self, include_keys: bool) -> Response<AdminBody> {
+        let files = if include_keys {
+            match crate::backup::keys::collect(&self.config) {
+                Ok(files) => Some(files),
+                Err(e) => {
+                    log::error!("backup: {e}");
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+                }
+            }
+        } else {
+            None
+        };
         let store = self.service.store();
         let estimate = store.stats().await.map(|s| s.states).ok();
         let snapshot = match store.snapshot().await {
@@ -257,7 +272,14 @@ impl AdminApi {
             "backup: started; saves and deletes paused {:?} for the cut",
             snapshot.pause()
         );
-        let body = crate::backup::stream::start(snapshot, store.engine(), self.service.now());
+        if let Some(files) = &files {
+            log::warn!(
+                "backup: includes {} configuration, TLS and key files (private keys)",
+                files.len()
+            );
+        }
+        let body =
+            crate::backup::stream::start(snapshot, store.engine(), self.service.now(), files);
         let mut response = Response::new(body.boxed());
         let headers = response.headers_mut();
         headers.insert(

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use http_body_util::BodyExt;
 use time::OffsetDateTime;
 
-use super::format::{End, FormatError, Header, Reader};
+use super::format::{BackupFile, End, Entry, FileRole, FormatError, Header, Reader};
+use super::keys::KeyFilesError;
 use super::progress::{Progress, Unit};
 use crate::admin::api::{BackupDone, STATES_HEADER};
 use crate::admin::socket::{self, AdminError};
@@ -60,6 +61,12 @@ pub enum BackupError {
     /// The database refused.
     #[error("the restored database: {0}")]
     Store(#[from] StoreError),
+    /// Configuration, TLS or key files could not be restored.
+    #[error(transparent)]
+    KeyFiles(#[from] KeyFilesError),
+    /// `--with-keys` on a backup without keys.
+    #[error("{} holds no configuration or key files (it was taken without --include-keys); restore without --with-keys", .0.display())]
+    NoKeys(PathBuf),
     /// The stream from the daemon broke off.
     #[error("the backup stream from the store broke off: {0}; nothing was kept, try again (the store's log says why)")]
     Stream(String),
@@ -82,13 +89,23 @@ pub struct Verified {
     pub end: End,
     /// Its size in bytes.
     pub bytes: u64,
+    /// The configuration, TLS and key files restored (`--with-keys`).
+    pub files_restored: Vec<PathBuf>,
 }
 
 impl Verified {
     /// The manifest, as `verify` prints it.
     pub fn describe(&self) -> String {
+        let keys = if self.header.includes_keys {
+            format!(
+                ", and {} configuration, TLS and key files (PRIVATE KEYS)",
+                self.end.files
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "format version {}, written by flow-store {} at {} from a {} store: {} states, {} bytes, contents SHA-256 {}",
+            "format version {}, written by flow-store {} at {} from a {} store: {} states{keys}, {} bytes, contents SHA-256 {}",
             self.header.format_version,
             self.header.flow_store_version,
             self.header.created_at,
@@ -100,11 +117,12 @@ impl Verified {
     }
 }
 
-/// Reads `file` whole and checks everything; calls `each` with every state
-/// (checked) in order. Nothing is returned from a bad file but the error.
+/// Reads `file` whole and checks everything; calls `each` with every file
+/// and state (checked) in order. Nothing is returned from a bad file but
+/// the error.
 pub fn read_checked(
     file: &Path,
-    mut each: impl FnMut(State) -> Result<(), BackupError>,
+    mut each: impl FnMut(Entry) -> Result<(), BackupError>,
 ) -> Result<Verified, BackupError> {
     let format = |error| BackupError::Format {
         file: file.to_path_buf(),
@@ -113,8 +131,8 @@ pub fn read_checked(
     let opened = File::open(file).map_err(io("cannot open", file))?;
     let bytes = opened.metadata().map_err(io("cannot read", file))?.len();
     let mut reader = Reader::new(opened).map_err(format)?;
-    while let Some(state) = reader.next_state().map_err(format)? {
-        each(state)?;
+    while let Some(entry) = reader.next_entry().map_err(format)? {
+        each(entry)?;
     }
     let header = reader.header().clone();
     // `next_state` returned `None`: the end record was read and checked.
@@ -122,14 +140,21 @@ pub fn read_checked(
         .end()
         .cloned()
         .ok_or_else(|| format(FormatError::Truncated { offset: bytes }))?;
-    Ok(Verified { header, end, bytes })
+    Ok(Verified {
+        header,
+        end,
+        bytes,
+        files_restored: Vec::new(),
+    })
 }
 
 /// `flow-store backup verify FILE`.
 pub fn verify(file: &Path) -> Result<Verified, BackupError> {
     let mut progress = Progress::new("verify", Unit::States, None);
-    let verified = read_checked(file, |_| {
-        progress.add(1);
+    let verified = read_checked(file, |entry| {
+        if matches!(entry, Entry::State(_)) {
+            progress.add(1);
+        }
         Ok(())
     })?;
     progress.finish();
@@ -159,9 +184,19 @@ pub fn default_name(now: OffsetDateTime) -> String {
 }
 
 /// `flow-store backup`: streams a backup from the daemon on `socket` to
-/// `output`, verifies it and tells the daemon. Returns what was written.
-pub async fn take(socket: &Path, output: &Output) -> Result<BackupDone, BackupError> {
-    let response = socket::request(socket, socket::get("/backup")).await?;
+/// `output` (with the configuration, TLS and key files if `include_keys`),
+/// verifies it and tells the daemon. Returns what was written.
+pub async fn take(
+    socket: &Path,
+    output: &Output,
+    include_keys: bool,
+) -> Result<BackupDone, BackupError> {
+    let path = if include_keys {
+        "/backup?include-keys"
+    } else {
+        "/backup"
+    };
+    let response = socket::request(socket, socket::get(path)).await?;
     let estimate = response
         .headers()
         .get(STATES_HEADER)
@@ -266,14 +301,17 @@ async fn copy_body(
 }
 
 /// `flow-store restore FILE`: into the database directory `target`, which
-/// must be missing or empty, while no store answers on `socket`. Runs the
-/// engine's calls on `runtime`.
+/// must be missing or empty, while no store answers on `socket`; with
+/// `with_keys`, the backup's configuration, TLS and key files go back
+/// where they were too, none of them existing yet. Runs the engine's calls
+/// on `runtime`.
 pub fn restore(
     runtime: &tokio::runtime::Runtime,
     file: &Path,
     target: &Path,
     socket: Option<&Path>,
     cache_bytes: u64,
+    with_keys: bool,
 ) -> Result<Verified, BackupError> {
     if let Some(socket) = socket {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
@@ -282,7 +320,18 @@ pub fn restore(
     }
     ensure_empty(target)?;
     let staging = staging_dir(target);
-    let result = restore_into(runtime, file, &staging, cache_bytes);
+    let result = restore_into(runtime, file, &staging, cache_bytes, with_keys).and_then(
+        |(mut verified, files)| {
+            if with_keys {
+                if !verified.header.includes_keys {
+                    return Err(BackupError::NoKeys(file.to_path_buf()));
+                }
+                super::keys::install(&files, &crate::admin::keys::Ownership::for_service())?;
+                verified.files_restored = files.into_iter().map(|f| f.path).collect();
+            }
+            Ok(verified)
+        },
+    );
     let verified = match result {
         Ok(v) => v,
         Err(e) => {
@@ -318,15 +367,19 @@ fn ensure_empty(target: &Path) -> Result<(), BackupError> {
     }
 }
 
+// Writes the states into `staging`; returns the files too when asked
+// (checked not to exist as they come, so a conflict stops early).
 fn restore_into(
     runtime: &tokio::runtime::Runtime,
     file: &Path,
     staging: &Path,
     cache_bytes: u64,
-) -> Result<Verified, BackupError> {
+    with_keys: bool,
+) -> Result<(Verified, Vec<BackupFile>), BackupError> {
     let store = SledStore::open(staging, cache_bytes)?;
     let mut progress = Progress::new("restore", Unit::States, None);
     let mut batch = Vec::with_capacity(RESTORE_BATCH);
+    let mut files = Vec::new();
     // The first bad byte stops everything before the rename.
     let mut save = |batch: Vec<State>| -> Result<(), BackupError> {
         let n = batch.len() as u64;
@@ -334,10 +387,22 @@ fn restore_into(
         progress.add(n);
         Ok(())
     };
-    let verified = read_checked(file, |state| {
-        batch.push(state);
-        if batch.len() == RESTORE_BATCH {
-            save(std::mem::take(&mut batch))?;
+    let verified = read_checked(file, |entry| {
+        match entry {
+            Entry::State(state) => {
+                batch.push(*state);
+                if batch.len() == RESTORE_BATCH {
+                    save(std::mem::take(&mut batch))?;
+                }
+            }
+            Entry::File(f) if with_keys => {
+                let exist = super::keys::existing(std::slice::from_ref(&f));
+                if !exist.is_empty() {
+                    return Err(KeyFilesError::Exist(exist).into());
+                }
+                files.push(f);
+            }
+            Entry::File(_) => {}
         }
         Ok(())
     })?;
@@ -346,7 +411,43 @@ fn restore_into(
     }
     runtime.block_on(store.close())?;
     progress.finish();
-    Ok(verified)
+    Ok((verified, files))
+}
+
+/// The configuration inside a backup taken with `--include-keys`, for a
+/// restore onto a server that lost its own: its paths resolve against the
+/// directory the file was in. `None` if the backup has no configuration.
+pub fn config_in(file: &Path) -> Result<Option<crate::config::Config>, BackupError> {
+    let format = |error| BackupError::Format {
+        file: file.to_path_buf(),
+        error,
+    };
+    let opened = File::open(file).map_err(io("cannot open", file))?;
+    let mut reader = Reader::new(opened).map_err(format)?;
+    // Files come first: the configuration, if any, is among them.
+    while let Some(Entry::File(f)) = reader.next_entry().map_err(format)? {
+        if f.role != FileRole::Config {
+            continue;
+        }
+        let text = String::from_utf8(f.bytes).map_err(|_| {
+            format(FormatError::Corrupt {
+                offset: reader.file_offset(),
+                what: "the configuration file is not UTF-8".into(),
+            })
+        })?;
+        let mut config = crate::config::Config::from_toml_str(&text).map_err(|e| {
+            format(FormatError::Corrupt {
+                offset: reader.file_offset(),
+                what: format!("the configuration in it does not load: {e}"),
+            })
+        })?;
+        if let Some(dir) = f.path.parent() {
+            config.resolve_paths(dir);
+        }
+        config.source_path = Some(f.path);
+        return Ok(Some(config));
+    }
+    Ok(None)
 }
 
 // A restore run as root for the packaged service must leave the database

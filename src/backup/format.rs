@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! MAGIC                      "FLOW-STORE-BACKUP\n"
-//! record 'H'                 header: JSON {format_version, flow_store_version, created_at, engine}
+//! record 'H'                 header: JSON {format_version, flow_store_version, created_at, engine, includes_keys}
+//! record 'F' …               with --include-keys only: one per file: meta length (u32 BE) | JSON {role, path} | bytes
 //! record 'S' …               one per state: tenant (16) | id (16) | meta length (u32 BE) | meta JSON | content
-//! record 'E'                 end: JSON {states, sha256} (SHA-256 of every byte before this record)
+//! record 'E'                 end: JSON {states, files, sha256} (SHA-256 of every byte before this record)
 //! ```
 //!
 //! Each record is `kind (1) | length (u32 BE) | payload | check (8)`, the
@@ -36,6 +37,7 @@ const MAX_RECORD_BYTES: u32 = 1 << 30;
 const CHECK_BYTES: usize = 8;
 const KIND_HEADER: u8 = b'H';
 const KIND_STATE: u8 = b'S';
+const KIND_FILE: u8 = b'F';
 const KIND_END: u8 = b'E';
 // The reader's step through the compressed file (the offset precision).
 const READ_STEP: usize = 4096;
@@ -54,6 +56,65 @@ pub struct Header {
     pub created_at: String,
     /// The storage engine backed up ("sled").
     pub engine: String,
+    /// Whether configuration, TLS and key files (private keys) are in it.
+    #[serde(default)]
+    pub includes_keys: bool,
+}
+
+/// What a file in a backup with keys is for: it decides the owner and
+/// mode a restore gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileRole {
+    /// The configuration file.
+    Config,
+    /// The TLS certificate chain.
+    TlsCert,
+    /// The TLS private key.
+    TlsKey,
+    /// The HTTP Basic password file.
+    BasicPassword,
+    /// A store's platform key.
+    PlatformKey,
+    /// A store's receiver key (private).
+    ReceiverKey,
+}
+
+/// A configuration, TLS or key file, as found on the backed-up server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackupFile {
+    /// What it is.
+    pub role: FileRole,
+    /// Where it was (absolute).
+    pub path: std::path::PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for BackupFile {
+    // Key material: never print the bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupFile")
+            .field("role", &self.role)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileMeta {
+    role: FileRole,
+    path: std::path::PathBuf,
+}
+
+/// One record of a backup's body.
+#[derive(Debug)]
+pub enum Entry {
+    /// A configuration, TLS or key file.
+    File(BackupFile),
+    /// A state (boxed: by far the bigger variant, and the common one
+    /// is moved only once).
+    State(Box<State>),
 }
 
 /// What the file says about itself after its states.
@@ -61,6 +122,9 @@ pub struct Header {
 pub struct End {
     /// States in the file.
     pub states: u64,
+    /// Files in the file (with --include-keys).
+    #[serde(default)]
+    pub files: u64,
     /// Hex SHA-256 of the uncompressed bytes before the end record.
     pub sha256: String,
 }
@@ -115,6 +179,7 @@ impl<W: Write> Write for Hashing<W> {
 pub struct Writer<W: Write> {
     out: Hashing<zstd::stream::write::Encoder<'static, W>>,
     states: u64,
+    files: u64,
     since_block: u64,
 }
 
@@ -130,6 +195,7 @@ impl<W: Write> Writer<W> {
                 sha: Context::new(&SHA256),
             },
             states: 0,
+            files: 0,
             since_block: 0,
         };
         writer.out.write_all(MAGIC)?;
@@ -155,6 +221,18 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Appends a file (before the states).
+    pub fn file(&mut self, file: &BackupFile) -> std::io::Result<()> {
+        let meta = to_json(&FileMeta {
+            role: file.role,
+            path: file.path.clone(),
+        });
+        let meta_len = u32::try_from(meta.len()).map_err(|_| too_large())?;
+        self.record(KIND_FILE, &[&meta_len.to_be_bytes(), &meta, &file.bytes])?;
+        self.files += 1;
+        Ok(())
+    }
+
     /// States written so far.
     pub fn states(&self) -> u64 {
         self.states
@@ -165,6 +243,7 @@ impl<W: Write> Writer<W> {
         let sha = hex(self.out.sha.clone().finish().as_ref());
         let end = End {
             states: self.states,
+            files: self.files,
             sha256: sha,
         };
         self.record(KIND_END, &[&to_json(&end)])?;
@@ -237,6 +316,7 @@ pub struct Reader<R: Read> {
     sha: Context,
     header: Header,
     states: u64,
+    files: u64,
     end: Option<End>,
 }
 
@@ -259,8 +339,10 @@ impl<R: Read> Reader<R> {
                 flow_store_version: String::new(),
                 created_at: String::new(),
                 engine: String::new(),
+                includes_keys: false,
             },
             states: 0,
+            files: 0,
             end: None,
         };
         let mut magic = vec![0u8; MAGIC.len()];
@@ -293,9 +375,21 @@ impl<R: Read> Reader<R> {
         self.file_offset.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The next state, or `None` once the end record is read and every
-    /// check (count, SHA-256, nothing after it) passed.
+    /// The next state, skipping files, or `None` once the end record is
+    /// read and every check (counts, SHA-256, nothing after it) passed.
     pub fn next_state(&mut self) -> Result<Option<State>, FormatError> {
+        loop {
+            match self.next_entry()? {
+                Some(Entry::State(state)) => return Ok(Some(*state)),
+                Some(Entry::File(_)) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next file or state, or `None` once the end record is read and
+    /// every check passed.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, FormatError> {
         if self.end.is_some() {
             return Ok(None);
         }
@@ -305,7 +399,12 @@ impl<R: Read> Reader<R> {
             KIND_STATE => {
                 let state = self.decode_state(&payload)?;
                 self.states += 1;
-                Ok(Some(state))
+                Ok(Some(Entry::State(Box::new(state))))
+            }
+            KIND_FILE => {
+                let file = self.decode_file(&payload)?;
+                self.files += 1;
+                Ok(Some(Entry::File(file)))
             }
             KIND_END => {
                 self.check_end(&payload, sha_before)?;
@@ -323,10 +422,10 @@ impl<R: Read> Reader<R> {
     fn check_end(&mut self, payload: &[u8], sha_before: Context) -> Result<(), FormatError> {
         let end: End = serde_json::from_slice(payload)
             .map_err(|_| self.corrupt("the end record is not valid"))?;
-        if end.states != self.states {
+        if end.states != self.states || end.files != self.files {
             return Err(self.corrupt(&format!(
-                "the end record counts {} states, the file holds {}",
-                end.states, self.states
+                "the end record counts {} states and {} files, the file holds {} and {}",
+                end.states, end.files, self.states, self.files
             )));
         }
         if hex(sha_before.finish().as_ref()) != end.sha256 {
@@ -365,6 +464,22 @@ impl<R: Read> Reader<R> {
             id,
             meta,
             content,
+        })
+    }
+
+    fn decode_file(&self, payload: &[u8]) -> Result<BackupFile, FormatError> {
+        let bad = || self.corrupt("a file record is not valid");
+        let (len, rest) = payload.split_at_checked(4).ok_or_else(bad)?;
+        let meta_len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let (meta, bytes) = rest.split_at_checked(meta_len).ok_or_else(bad)?;
+        let meta: FileMeta = serde_json::from_slice(meta).map_err(|_| bad())?;
+        if !meta.path.is_absolute() {
+            return Err(bad());
+        }
+        Ok(BackupFile {
+            role: meta.role,
+            path: meta.path,
+            bytes: bytes.to_vec(),
         })
     }
 
@@ -432,6 +547,7 @@ mod tests {
             flow_store_version: "0.0.0".into(),
             created_at: "2026-01-01T00:00:00Z".into(),
             engine: "sled".into(),
+            includes_keys: false,
         }
     }
 
@@ -525,6 +641,25 @@ mod tests {
                 other => panic!("byte {at} flipped: {:?}", other.map(|s| s.len())),
             }
         }
+    }
+
+    #[test]
+    fn files_come_back_with_their_role_and_path() {
+        let file = BackupFile {
+            role: FileRole::ReceiverKey,
+            path: "/etc/flow-store/keys/r.jwk".into(),
+            bytes: b"{\"kty\":\"EC\"}\n".to_vec(),
+        };
+        let mut w = Writer::new(Vec::new(), &header()).unwrap();
+        w.file(&file).unwrap();
+        w.state(&states(1)[0]).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        assert!(matches!(r.next_entry().unwrap(), Some(Entry::File(f)) if f == file));
+        assert!(matches!(r.next_entry().unwrap(), Some(Entry::State(_))));
+        assert!(r.next_entry().unwrap().is_none());
+        assert_eq!((r.end().unwrap().states, r.end().unwrap().files), (1, 1));
+        assert_eq!(read_all(&bytes).unwrap().len(), 1, "next_state skips files");
     }
 
     #[test]

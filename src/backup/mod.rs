@@ -4,5 +4,6 @@
 
 pub mod command;
 pub mod format;
+pub mod keys;
 pub mod progress;
 pub mod stream;

@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::format::{Header, Writer, FORMAT_VERSION};
+use super::format::{BackupFile, Header, Writer, FORMAT_VERSION};
 use crate::store::Snapshot;
 
 /// Compressed bytes gathered before a chunk is sent.
@@ -60,20 +60,27 @@ impl Write for ChunkSender {
     }
 }
 
-/// Starts writing `snapshot` of an `engine` store as a backup file; the
-/// returned body yields its bytes. Content never reaches the log.
-pub fn start(snapshot: Snapshot, engine: &str, now: OffsetDateTime) -> BackupBody {
+/// Starts writing `snapshot` of an `engine` store as a backup file, after
+/// `files` when the backup includes keys (`Some`); the returned body
+/// yields its bytes. Content never reaches the log.
+pub fn start(
+    snapshot: Snapshot,
+    engine: &str,
+    now: OffsetDateTime,
+    files: Option<Vec<BackupFile>>,
+) -> BackupBody {
     let (sender, chunks) = mpsc::channel(8);
     let header = Header {
         format_version: FORMAT_VERSION,
         flow_store_version: env!("CARGO_PKG_VERSION").to_string(),
         created_at: now.format(&Rfc3339).unwrap_or_default(),
         engine: engine.to_string(),
+        includes_keys: files.is_some(),
     };
     tokio::task::spawn_blocking(move || {
         let errors = sender.clone();
         let out = std::io::BufWriter::with_capacity(CHUNK_BYTES, ChunkSender { chunks: sender });
-        match write_all(snapshot, out, &header) {
+        match write_all(snapshot, out, &header, &files.unwrap_or_default()) {
             Ok(states) => log::info!("backup: {states} state(s) sent"),
             Err(e) => {
                 log::warn!("backup: stopped: {e}");
@@ -84,8 +91,16 @@ pub fn start(snapshot: Snapshot, engine: &str, now: OffsetDateTime) -> BackupBod
     BackupBody { chunks }
 }
 
-fn write_all<W: Write>(mut snapshot: Snapshot, out: W, header: &Header) -> std::io::Result<u64> {
+fn write_all<W: Write>(
+    mut snapshot: Snapshot,
+    out: W,
+    header: &Header,
+    files: &[BackupFile],
+) -> std::io::Result<u64> {
     let mut writer = Writer::new(out, header)?;
+    for file in files {
+        writer.file(file)?;
+    }
     while let Some(state) = snapshot.blocking_next() {
         let state =
             state.map_err(|e| std::io::Error::other(format!("reading the database: {e}")))?;

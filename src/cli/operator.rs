@@ -11,6 +11,13 @@ use crate::config::{Config, DEFAULT_ADMIN_SOCKET};
 /// `status` exit status when the store cannot be reached (LSB "not running").
 const NOT_RUNNING: u8 = 3;
 
+/// Said before and after a backup with `--include-keys`.
+const KEYS_WARNING: &str =
+    "flow-store backup: WARNING: --include-keys: this backup holds PRIVATE KEYS \
+(every store's receiver key, the TLS private key) and the configuration. Anyone who reads it can \
+decrypt the platform's traffic to this store and impersonate it. Keep it offline or encrypted, \
+readable by root only, and never beside ordinary backups.";
+
 /// The configuration, if there is one to read; an explicit `--config` that
 /// cannot be read is an error.
 fn load(admin: &AdminArgs) -> Result<Option<Config>, String> {
@@ -97,6 +104,7 @@ pub fn backup(
     output: Option<PathBuf>,
     dir: Option<PathBuf>,
     prune: bool,
+    include_keys: bool,
 ) -> ExitCode {
     let config = match load(admin) {
         Ok(c) => c,
@@ -113,8 +121,11 @@ pub fn backup(
         (None, Some(dir)) => Output::File(dir.join(name)),
         (None, None) => Output::File(PathBuf::from(name)),
     };
+    if include_keys {
+        eprintln!("{KEYS_WARNING}");
+    }
     let taken = runtime().and_then(|rt| {
-        rt.block_on(backup::take(&socket, &output))
+        rt.block_on(backup::take(&socket, &output, include_keys))
             .map_err(|e| e.to_string())
     });
     let done = match taken {
@@ -125,6 +136,9 @@ pub fn backup(
         "flow-store backup: {} written and verified: {} states, {} bytes. It holds state content in plain text: keep it mode 0600, on encrypted storage.",
         done.file, done.states, done.bytes
     );
+    if include_keys {
+        eprintln!("{KEYS_WARNING}");
+    }
     if let (true, Some(dir)) = (prune, dir) {
         let keep = config.map_or(7, |c| c.admin.backups_kept);
         if let Err(e) = prune_backups(&dir, keep as usize) {
@@ -164,10 +178,24 @@ fn prune_backups(dir: &Path, keep: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `flow-store restore FILE`.
-pub fn restore(config_file: &Path, file: &Path) -> ExitCode {
-    let config = match crate::admin::load_config(config_file, &[]) {
+/// `flow-store restore FILE [--with-keys]`.
+pub fn restore(explicit_config: Option<PathBuf>, file: &Path, with_keys: bool) -> ExitCode {
+    let config_file = config_path(explicit_config.clone());
+    let config = match crate::admin::load_config(&config_file, &[]) {
         Ok(c) => c,
+        // A lost server: the configuration comes back with the keys.
+        Err(_) if with_keys && explicit_config.is_none() && !config_file.exists() => {
+            match backup::config_in(file) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    return fail(
+                        "restore",
+                        format!("{} holds no configuration; give --config", file.display()),
+                    )
+                }
+                Err(e) => return fail("restore", restore_advice(&e)),
+            }
+        }
         Err(e) => return fail("restore", format!("{}: {e}", config_file.display())),
     };
     let restored = runtime().map_err(|e| e.to_string()).and_then(|rt| {
@@ -177,6 +205,7 @@ pub fn restore(config_file: &Path, file: &Path) -> ExitCode {
             &config.storage.path,
             config.admin.socket(),
             config.storage.cache_capacity_bytes,
+            with_keys,
         )
         .map_err(|e| restore_advice(&e))
     });
@@ -188,6 +217,12 @@ pub fn restore(config_file: &Path, file: &Path) -> ExitCode {
                 config.storage.path.display(),
                 verified.describe()
             );
+            for path in &verified.files_restored {
+                println!("restored {}", path.display());
+            }
+            if verified.header.includes_keys && !with_keys {
+                println!("the backup also holds configuration, TLS and key files; --with-keys restores them");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail("restore", e),
