@@ -148,9 +148,10 @@ pub fn read_checked(
     })
 }
 
-/// `flow-store backup verify FILE`.
-pub fn verify(file: &Path) -> Result<Verified, BackupError> {
-    let mut progress = Progress::new("verify", Unit::States, None);
+/// `flow-store backup verify FILE`; `states`, if known, sizes the
+/// progress bar.
+pub fn verify(file: &Path, states: Option<u64>) -> Result<Verified, BackupError> {
+    let mut progress = Progress::new("verify", Unit::States, states);
     let verified = read_checked(file, |entry| {
         if matches!(entry, Entry::State(_)) {
             progress.add(1);
@@ -214,7 +215,7 @@ pub async fn take(
                 states: estimate.unwrap_or_default(),
             }
         }
-        Output::File(path) => write_file(&mut body, path).await?,
+        Output::File(path) => write_file(&mut body, path, estimate).await?,
     };
     let record = serde_json::to_value(&done).unwrap_or_default();
     socket::request(socket, socket::post_json("/backup/completed", &record)).await?;
@@ -224,6 +225,7 @@ pub async fn take(
 async fn write_file(
     body: &mut hyper::body::Incoming,
     path: &Path,
+    estimate: Option<u64>,
 ) -> Result<BackupDone, BackupError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -234,7 +236,7 @@ async fn write_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "backup".into());
     let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = write_verified(body, &temp, path).await;
+    let result = write_verified(body, &temp, path, estimate).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
@@ -259,6 +261,7 @@ async fn write_verified(
     body: &mut hyper::body::Incoming,
     temp: &Path,
     path: &Path,
+    estimate: Option<u64>,
 ) -> Result<Verified, BackupError> {
     // 0600 from the first byte: the file holds state content.
     let mut file = OpenOptions::new()
@@ -270,7 +273,7 @@ async fn write_verified(
     copy_body(body, &mut file, path).await?;
     file.sync_all().map_err(io("cannot flush", temp))?;
     drop(file);
-    verify(temp).map_err(|e| match e {
+    verify(temp, estimate).map_err(|e| match e {
         // Name the destination, not the temporary file.
         BackupError::Format { error, .. } => BackupError::Format {
             file: path.to_path_buf(),

@@ -89,7 +89,7 @@ pub fn status(admin: &AdminArgs, json: bool) -> ExitCode {
 
 /// `flow-store backup verify FILE`.
 pub fn verify(file: &Path) -> ExitCode {
-    match backup::verify(file) {
+    match backup::verify(file, None) {
         Ok(verified) => {
             println!("{}: OK: {}", file.display(), verified.describe());
             ExitCode::SUCCESS
