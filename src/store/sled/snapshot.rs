@@ -17,6 +17,9 @@
 //! So every write completed before the cut is in the scan exactly as
 //! written, nothing written after it is, and a batch is whole or absent.
 //! Writers pause only while the epoch opens (measured: [`Cut::pause`]).
+//! The cost: while a backup runs, memory for one pre-image per key changed
+//! since the cut (at most the size of the database, typically the states
+//! saved during the backup).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
