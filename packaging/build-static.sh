@@ -114,6 +114,17 @@ if [ "$changelog_version" != "$version-1" ]; then
     say "warning: packaging/debian/changelog starts at $changelog_version, the package is $version-1; add an entry"
 fi
 
+say "man pages and shell completions, from the binary's own clap definitions"
+# Beside the binary, where cargo-deb's target/release/ assets point.
+generated=$(dirname "$bin")
+rm -rf "$generated/man" "$generated/completions"
+"$bin" generate-docs --man "$generated/man" --completions "$generated/completions" >/dev/null ||
+    die "flow-store generate-docs failed"
+# Debian wants compressed pages (no timestamp: reproducible) and the bash
+# completion named after the command.
+gzip -9n "$generated"/man/*.8
+mv "$generated/completions/flow-store.bash" "$generated/completions/flow-store"
+
 say "building the .deb"
 # --no-build: package exactly the binary checked above. --target makes
 # cargo-deb read target/$TARGET/release/ for the target/release/ assets.

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::api::{Activity, AdminApi};
+use crate::admin::socket::AdminListener;
 use crate::clock::Clock;
 use crate::config::{Config, StorageEngine};
 use crate::http::auth::BasicCredentials;
@@ -46,6 +48,8 @@ pub struct Listeners {
     pub api: TcpListener,
     /// Plain-HTTP `/metrics`, when `[metrics] listen` is set.
     pub metrics: Option<TcpListener>,
+    /// The admin socket, when `[admin] socket` is set.
+    pub admin: Option<AdminListener>,
 }
 
 /// Binds `addr` for `setting` (named in the error), ready for tokio.
@@ -123,6 +127,7 @@ impl App {
         let listeners = Listeners {
             api: listener,
             metrics: None,
+            admin: None,
         };
         self.run(listeners, shutdown, None)
     }
@@ -146,7 +151,10 @@ impl App {
         let Listeners {
             api: listener,
             metrics: metrics_listener,
+            admin: admin_listener,
         } = listeners;
+        let started = std::time::Instant::now();
+        let activity = Arc::new(Activity::default());
         let tls = match &cert {
             Some(cert) => Some(TlsAcceptor::from(
                 tls::server_config(Arc::clone(cert)).context("building the TLS configuration")?,
@@ -171,6 +179,7 @@ impl App {
         let sweeper = tokio::spawn(sweep(
             Arc::clone(&service),
             Arc::clone(&metrics),
+            Arc::clone(&activity),
             Duration::from_secs(config.storage.sweep_interval_seconds),
             stop_rx.clone(),
         ));
@@ -212,6 +221,28 @@ impl App {
             }
             None => None,
         };
+        let admin_server = admin_listener.map(|listener| {
+            log::info!("admin socket at {}", listener.path().display());
+            let api = Arc::new(AdminApi {
+                service: Arc::clone(&service),
+                metrics: Arc::clone(&metrics),
+                config: config.clone(),
+                cert: cert.clone(),
+                started,
+                activity,
+            });
+            let mut stop = stop_rx.clone();
+            tokio::spawn(server::run(
+                listener,
+                None,
+                api,
+                options,
+                Arc::new(()),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ))
+        });
         let addr = listener
             .local_addr()
             .context("reading the listener's address")?;
@@ -233,6 +264,9 @@ impl App {
         let _ = sweeper.await;
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
+        }
+        if let Some(admin_server) = admin_server {
+            let _ = admin_server.await;
         }
         if let Some(reloader) = reloader {
             let _ = reloader.await;
@@ -306,6 +340,7 @@ fn load_basic_credentials(config: &Config) -> anyhow::Result<Option<BasicCredent
 async fn sweep(
     service: Arc<Service>,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -316,7 +351,11 @@ async fn sweep(
             _ = stop.changed() => return,
             _ = ticker.tick() => {}
         }
-        match service.purge_expired().await {
+        let result = service.purge_expired().await;
+        if let Ok(n) = &result {
+            activity.swept(service.now(), *n);
+        }
+        match result {
             Ok(0) => {}
             Ok(n) => {
                 metrics.purged(n);

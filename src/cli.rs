@@ -1,5 +1,5 @@
-//! The command line: `serve`, `simulate`, `check`, `keys` and `migrate`, each a thin
-//! call into the library. Exit codes: 0 success, 1 failure while running
+//! The command line: `serve`, `simulate`, `check`, `keys`, `migrate`,
+//! `status`, `backup` and `restore`, each a thin call into the library. Exit codes: 0 success, 1 failure while running
 //! (or a simulate step failed), 2 bad usage or configuration.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ use crate::app::{self, App};
 use crate::clock::SystemClock;
 use crate::config::{Config, CONFIG_ENV, DEFAULT_CONFIG_PATH};
 use crate::simulate::{self, SimulateOptions};
+
+pub mod docs;
+mod operator;
 
 /// flow-store: keep Boomi Flow states on your own servers.
 #[derive(Debug, Parser)]
@@ -111,6 +114,85 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Ask the running store how it is doing (exit status 1 when unhealthy).
+    Status {
+        /// Where the store is.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an online, consistent backup from the running store (or `backup verify FILE`).
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        /// Check a backup file instead of taking one.
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+        /// Where the store is.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The file to write; `-` writes to standard output (unverified)
+        /// [default: ./flow-store-<UTC time>.backup].
+        #[arg(long, short, value_name = "FILE|-", conflicts_with = "dir")]
+        output: Option<PathBuf>,
+        /// Write flow-store-<UTC time>.backup into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// With --dir: then delete all but the newest `admin.backups_kept`
+        /// backups there.
+        #[arg(long, requires = "dir")]
+        prune: bool,
+        /// Also put the configuration, the TLS files and every store's key
+        /// files in the backup, to rebuild a lost server: the file then
+        /// holds PRIVATE KEYS.
+        #[arg(long)]
+        include_keys: bool,
+    },
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Directory for the man pages (section 8).
+        #[arg(long, value_name = "DIR")]
+        man: PathBuf,
+        /// Directory for the bash, zsh and fish completions.
+        #[arg(long, value_name = "DIR")]
+        completions: PathBuf,
+    },
+    /// Restore a backup into an empty data directory while the store is stopped.
+    Restore {
+        /// Configuration file (its storage.path is the target) [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The backup file.
+        file: PathBuf,
+        /// Also put back the configuration, TLS and key files of a backup
+        /// taken with --include-keys (never over existing files); with no
+        /// configuration file present, the backup's own is used.
+        #[arg(long)]
+        with_keys: bool,
+    },
+}
+
+/// How the operator commands find the running store.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Configuration file naming admin.socket [default: $FLOW_STORE_CONFIG or /etc/flow-store/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The admin socket, instead of the configuration's admin.socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `flow-store backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Re-read a backup and check its manifest, every checksum and every record.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 /// `flow-store keys …`.
@@ -201,6 +283,25 @@ pub fn main() -> ExitCode {
             }
             KeysCommand::List { config } => crate::admin::keys::list_command(&config_path(config)),
         },
+        Command::Status { admin, json } => operator::status(&admin, json),
+        Command::Backup {
+            command: Some(BackupCommand::Verify { file }),
+            ..
+        } => operator::verify(&file),
+        Command::Backup {
+            command: None,
+            admin,
+            output,
+            dir,
+            prune,
+            include_keys,
+        } => operator::backup(&admin, output, dir, prune, include_keys),
+        Command::Restore {
+            config,
+            file,
+            with_keys,
+        } => operator::restore(config, &file, with_keys),
+        Command::GenerateDocs { man, completions } => generate_docs(&man, &completions),
     }
 }
 
@@ -209,6 +310,25 @@ pub fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+fn generate_docs(man: &Path, completions: &Path) -> ExitCode {
+    let written = docs::man_pages(man).and_then(|mut pages| {
+        pages.extend(docs::completions(completions)?);
+        Ok(pages)
+    });
+    match written {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flow-store generate-docs: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn report(error: &anyhow::Error) {
@@ -273,7 +393,13 @@ fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
         )?;
     }
     runtime.block_on(async move {
+        let admin = config
+            .admin
+            .socket()
+            .map(crate::admin::socket::AdminListener::bind)
+            .transpose()?;
         let listeners = app::Listeners {
+            admin,
             api: tokio::net::TcpListener::from_std(api).context("registering the listener")?,
             metrics: metrics
                 .map(tokio::net::TcpListener::from_std)

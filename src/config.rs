@@ -56,6 +56,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The Prometheus metrics listener.
     pub metrics: MetricsSettings,
+    /// The local admin channel and scheduled backups.
+    pub admin: AdminSettings,
     /// One entry per store created on the platform.
     pub stores: Vec<StoreEntry>,
     /// The file this configuration was loaded from (reloads re-read it).
@@ -249,6 +251,37 @@ impl Default for MetricsSettings {
     }
 }
 
+/// Where `[admin] socket` is by default (systemd's RuntimeDirectory).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/flow-store/admin.sock";
+
+/// `[admin]`: the operator commands' channel to the running store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Unix socket `status` and `backup` talk to (mode 0660, root and
+    /// group flow-store only); `""` turns it off.
+    pub socket: PathBuf,
+    /// Scheduled backups (`flow-store-backup.timer`) keep this many of the
+    /// newest files in `/var/backups/flow-store/` and delete older ones.
+    pub backups_kept: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_ADMIN_SOCKET.into(),
+            backups_kept: 7,
+        }
+    }
+}
+
+impl AdminSettings {
+    /// The socket, `None` when turned off.
+    pub fn socket(&self) -> Option<&Path> {
+        (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
+    }
+}
+
 /// `[[stores]]`: the key pair of one store created on the platform.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -356,6 +389,8 @@ impl Config {
         // installed service, parallel test servers): none claims the fixed
         // metrics port unless asked to.
         config.metrics.listen = String::new();
+        // Next to the configuration file, not in /run.
+        config.admin.socket = "admin.sock".into();
         config.stores.push(StoreEntry {
             name: store_name.to_string(),
             platform_key: KeySource::File("keys/platform.jwk".into()),
@@ -404,6 +439,9 @@ impl Config {
         .flatten()
         {
             fix(p);
+        }
+        if self.admin.socket().is_some() {
+            fix(&mut self.admin.socket);
         }
         if let Some(p) = self.auth.basic_password_file.as_mut() {
             fix(p);

@@ -153,6 +153,21 @@ impl KeyRing {
         self.receiver.get(kid)
     }
 
+    /// Every store's name with its key ids (platform, receiver), sorted;
+    /// never key material.
+    pub fn key_ids(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut stores = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let platform = self.platform.values().map(|k| (k.store_name(), k.kid()));
+        let receiver = self.receiver.values().map(|k| (k.store_name(), k.kid()));
+        for (store, kid) in platform.chain(receiver) {
+            stores
+                .entry(store.to_string())
+                .or_default()
+                .push(kid.to_string());
+        }
+        stores
+    }
+
     /// Number of configured stores (receiver keys).
     pub fn store_count(&self) -> usize {
         self.receiver.len()

@@ -28,9 +28,12 @@
 //! 5. [`metrics`]: the Prometheus instruments the layers above record into
 //!    (the accept loop through [`server::ConnectionEvents`]) and the
 //!    `/metrics` handler of their own listener; then [`http`]: the storage
-//!    API, the handler the platform talks to.
+//!    API, the handler the platform talks to; and the operators' channel:
+//!    [`backup`]'s file format and stream, the admin socket and its handler
+//!    ([`admin::socket`], [`admin::api`]).
 //! 6. [`app`]: configuration in, running listeners out.
-//! 7. [`client`], [`platform`], [`simulate`], [`dev`], [`admin`], [`cli`]:
+//! 7. [`client`], [`platform`], [`simulate`], [`dev`], [`admin`] (`check`,
+//!    `keys`, `status`), [`backup::command`] (`backup`, `restore`), [`cli`]:
 //!    the commands and the tools around the server.
 
 #![forbid(unsafe_code)]
@@ -38,6 +41,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod clock;

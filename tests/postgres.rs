@@ -2,8 +2,9 @@
 //! on it as `on_postgres::…`): `updatedAt` ordered beyond timestamptz's
 //! microseconds, a stopped database answered with 503 and served again
 //! without a restart, migrations under the advisory lock, a newer schema
-//! refused, bounded purges, `flow-store check` on the database, and
-//! several real flow-store processes on one database.
+//! refused, bounded purges, `flow-store check` on the database, an online
+//! backup of a PostgreSQL store restored into sled, and several real
+//! flow-store processes on one database.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use flow_store::store::postgres::PostgresStore;
 use flow_store::store::{Store, StoreError};
 
 use crate::common::{
-    save_body, start_or_skip, uuid, Deployment, Engine, PgServer, Running, Setup, StoreKeys,
+    run_bounded, save_body, start_or_skip, tool_command, uuid, Deployment, Engine, PgServer,
+    Running, Setup, StoreKeys,
 };
 
 fn timestamp(text: &str) -> Timestamp {
@@ -510,4 +512,56 @@ async fn a_killed_node_and_a_stopped_database_lose_nothing_acknowledged() {
         );
     }
     b.terminate().await;
+}
+
+/// `flow-store backup` from a running store on PostgreSQL (its snapshot is
+/// a REPEATABLE READ transaction) verifies, and restores into a fresh sled
+/// store that serves every state byte for byte; writes after the backup
+/// are not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_postgres_store_restores_into_sled_byte_identical() {
+    let Some(cluster) = PgServer::shared() else {
+        return;
+    };
+    let database = cluster.create_database().await;
+    let d = Deployment::new();
+    d.configure(|c| cluster.configure(c, &database, d.dir.path()));
+    let run = d.spawn().unwrap_or_else(|f| panic!("did not start: {f:?}"));
+    let tenant = uuid();
+    let ids: Vec<String> = (0..700).map(|_| uuid()).collect();
+    let content = |i: usize| format!("{{\"n\":{i},\"text\":\"\u{e9} \\\"q\\\"\"}}");
+    for (i, id) in ids.iter().enumerate() {
+        run.save_ok(&tenant, id, &content(i), "2024-01-01T00:00:00Z")
+            .await;
+    }
+    let file = d.dir.path().join("postgres.backup");
+    let backup = d.cli(&["backup", "--output", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&backup.stderr);
+    assert!(backup.status.success(), "{stderr}");
+    let late = uuid();
+    run.save_ok(
+        &tenant,
+        &late,
+        "\"after the backup\"",
+        "2024-01-01T00:00:00Z",
+    )
+    .await;
+    let verify = run_bounded(tool_command(&["backup", "verify"]).arg(&file));
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{stdout}");
+    assert!(stdout.contains("700 states"), "{stdout}");
+    run.terminate().await;
+
+    let restored = Deployment::with_keys(d.keys.clone());
+    let restore = restored.cli(&["restore", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&restore.stderr);
+    assert!(restore.status.success(), "{stderr}");
+    let run = restored
+        .spawn()
+        .unwrap_or_else(|f| panic!("restored store did not start: {f:?}"));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(run.content(&tenant, id).await, content(i), "state {i}");
+    }
+    run.expect_absent(&tenant, &late).await;
+    run.terminate().await;
 }

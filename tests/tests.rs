@@ -52,7 +52,9 @@ mod on_postgres {
     mod save;
 }
 
+mod backup;
 mod config;
+mod docs;
 mod harness;
 mod lifecycle;
 mod metrics;

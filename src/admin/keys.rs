@@ -528,7 +528,7 @@ fn append_store(original: &str, store: &StoreResponse) -> Result<String, String>
 
 /// Creates `path` with `mode` and exactly `bytes`, flushed to disk; fails
 /// if it exists.
-fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1,7 +1,10 @@
 //! Operator commands that prepare and verify a server without serving:
 //! [`check`] (`flow-store check`), [`keys`] (`flow-store keys import`,
 //! `flow-store keys list`) and [`migrate`] (`flow-store migrate`, which
-//! copies the states from one database to another).
+//! copies the states from one database to another); and the local admin
+//! channel to a running one: [`socket`] (the Unix socket, its peer check and
+//! its client), [`api`] (what the daemon answers there) and [`status`]
+//! (`flow-store status`).
 //!
 //! This file owns what both need from the host: who we run as and the
 //! `flow-store` service account, read from `/proc/self/status`,
@@ -15,9 +18,12 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError};
 
+pub mod api;
 pub mod check;
 pub mod keys;
 pub mod migrate;
+pub mod socket;
+pub mod status;
 
 /// The system user and group the packaged service runs as.
 pub const SERVICE_USER: &str = "flow-store";

@@ -157,12 +157,13 @@ pub const REJECTIONS: [(&str, &str); 17] = [
 ];
 
 /// Every kind of [`StoreError`], as labelled.
-pub const STORAGE_ERROR_KINDS: [&str; 6] = [
+pub const STORAGE_ERROR_KINDS: [&str; 7] = [
     "locked",
     "unsupported_format",
     "disk_full",
     "corrupt",
     "stuck",
+    "backup_running",
     "unavailable",
 ];
 
@@ -205,6 +206,7 @@ fn storage_kind(error: &StoreError) -> &'static str {
         StoreError::DiskFull => "disk_full",
         StoreError::Corrupt(_) => "corrupt",
         StoreError::Stuck(_) => "stuck",
+        StoreError::BackupRunning => "backup_running",
         StoreError::Unavailable(_) => "unavailable",
     }
 }
@@ -831,6 +833,7 @@ mod tests {
             StoreError::DiskFull,
             StoreError::Corrupt("x".into()),
             StoreError::Stuck(Duration::from_secs(1)),
+            StoreError::BackupRunning,
             StoreError::Unavailable("x".into()),
         ];
         let kinds: Vec<&str> = stores.iter().map(storage_kind).collect();

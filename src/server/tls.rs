@@ -112,13 +112,26 @@ impl ReloadableCert {
     /// When the certificate in service (the leaf) expires, as a Unix
     /// timestamp; `None` if it cannot be parsed (rustls serves it anyway).
     pub fn not_after(&self) -> Option<i64> {
+        self.leaf(|cert| cert.validity().not_after.timestamp())
+    }
+
+    /// The subject of the certificate in service (the leaf), e.g.
+    /// `CN=store.example.com`.
+    pub fn subject(&self) -> Option<String> {
+        self.leaf(|cert| cert.subject().to_string())
+    }
+
+    fn leaf<T>(
+        &self,
+        read: impl FnOnce(&x509_parser::certificate::X509Certificate<'_>) -> T,
+    ) -> Option<T> {
         let current = match self.current.read() {
             Ok(g) => Arc::clone(&g),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         };
         let leaf = current.end_entity_cert().ok()?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-        Some(cert.validity().not_after.timestamp())
+        Some(read(&cert))
     }
 }
 

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// restart clears it.
     #[error("the database did not answer within {0:?} (a flush stuck after an I/O error?); flow-store must be restarted")]
     Stuck(std::time::Duration),
+    /// A consistent scan was asked for while another one runs.
+    #[error("a backup is already running; wait for it to finish and try again")]
+    BackupRunning,
     /// Any other database or I/O failure.
     #[error("database error: {0}")]
     Unavailable(String),

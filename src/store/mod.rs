@@ -17,8 +17,11 @@ pub mod error;
 pub mod postgres;
 pub mod sled;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::model::State;
@@ -40,6 +43,44 @@ pub struct StoreStats {
     pub states: u64,
     /// Bytes the database takes on disk.
     pub bytes_on_disk: u64,
+}
+
+/// A consistent, point-in-time view of every stored state, streamed in
+/// key order (tenant, then id), for backups: every write acknowledged
+/// before [`Store::snapshot`] returned is in it exactly as written, nothing
+/// written after is, and a batch is whole or absent. Expired states not yet
+/// purged are included.
+#[derive(Debug)]
+pub struct Snapshot {
+    states: mpsc::Receiver<Result<State, StoreError>>,
+    pause: Duration,
+}
+
+impl Snapshot {
+    /// A snapshot fed through the returned sender by the engine; `pause` is
+    /// how long writers waited for the cut.
+    pub fn channel(pause: Duration) -> (mpsc::Sender<Result<State, StoreError>>, Snapshot) {
+        // Enough to keep the reader busy, bounded so a slow reader holds
+        // little memory.
+        let (sender, states) = mpsc::channel(256);
+        (sender, Snapshot { states, pause })
+    }
+
+    /// The next state, an error (after which nothing follows), or `None`
+    /// at the end.
+    pub async fn next(&mut self) -> Option<Result<State, StoreError>> {
+        self.states.recv().await
+    }
+
+    /// [`Snapshot::next`] for a blocking thread (never an async task).
+    pub fn blocking_next(&mut self) -> Option<Result<State, StoreError>> {
+        self.states.blocking_recv()
+    }
+
+    /// How long saves and deletes waited while the cut was made.
+    pub fn pause(&self) -> Duration {
+        self.pause
+    }
 }
 
 /// A database of flow states keyed by (tenant, id).
@@ -83,6 +124,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Counts and size, for operators.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Takes a consistent point-in-time view of every state (see
+    /// [`Snapshot`]) without stopping writers for longer than the cut.
+    /// One at a time: [`StoreError::BackupRunning`] while another is read.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     /// Makes everything written durable before the process exits.
     async fn close(&self) -> Result<(), StoreError>;

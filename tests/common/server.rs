@@ -173,6 +173,7 @@ impl Setup {
         let listeners = Listeners {
             api: listener,
             metrics,
+            admin: None,
         };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {

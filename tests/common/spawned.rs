@@ -113,6 +113,63 @@ impl Deployment {
     }
 }
 
+impl Deployment {
+    /// The admin socket `serve` binds (`admin.sock` next to the config).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// The database directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `flow-store ARGS --config FILE`, from an unrelated working
+    /// directory, ready to run.
+    pub fn cli_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = tool_command(args);
+        command.arg("--config").arg(self.config_path());
+        command
+    }
+
+    /// Runs [`Deployment::cli_command`] to completion (bounded).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        run_bounded(&mut self.cli_command(args))
+    }
+}
+
+/// `flow-store ARGS` (no configuration), from an unrelated directory.
+pub fn tool_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flow-store"));
+    command.args(args).current_dir(std::env::temp_dir());
+    command
+}
+
+/// Runs `command` with no standard input, failing the test if it takes
+/// more than a minute.
+pub fn run_bounded(command: &mut std::process::Command) -> std::process::Output {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("wait for the command"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{command:?} did not finish within a minute");
+        }
+    }
+}
+
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");

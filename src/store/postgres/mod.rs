@@ -23,15 +23,17 @@ pub mod reference;
 pub mod schema;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{SaveOutcome, Store, StoreError, StoreStats};
+use super::{SaveOutcome, Snapshot, Store, StoreError, StoreStats};
 use crate::model::{State, StateMeta, Timestamp};
 pub use connect::PostgresOptions;
 
@@ -72,6 +74,8 @@ const NOT_EXPIRED: &str =
 pub struct PostgresStore {
     pool: Pool,
     timeout: Duration,
+    // One snapshot at a time (see `Store::snapshot`).
+    snapshots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -114,6 +118,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: connect::pool(options)?,
             timeout: options.statement_timeout,
+            snapshots: Arc::new(Semaphore::new(1)),
         })
     }
 
@@ -232,25 +237,25 @@ impl PostgresStore {
         limit: usize,
     ) -> Result<Vec<State>, StoreError> {
         let client = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Keyset pages on the primary key: each page is an index range,
-        // however far the copy has gone.
-        let rows = match after {
-            Some((tenant, id)) => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM flow_store_states WHERE (tenant, id) > ($1, $2) \
-                     ORDER BY tenant, id LIMIT $3"
-                );
-                client.query(&sql, &[&tenant, &id, &limit]).await
-            }
-            None => {
-                let sql =
-                    format!("SELECT {COLUMNS} FROM flow_store_states ORDER BY tenant, id LIMIT $1");
-                client.query(&sql, &[&limit]).await
-            }
+        page_after(&client, after, i64::try_from(limit).unwrap_or(i64::MAX)).await
+    }
+
+    /// Opens a REPEATABLE READ, READ ONLY transaction on a connection of its
+    /// own and reads the first page in it, which fixes the snapshot every
+    /// later page reads: PostgreSQL's MVCC makes the cut, so no writer
+    /// waits. Returns once that first page is read; a task streams the rest.
+    async fn snapshot_now(&self, permit: OwnedSemaphorePermit) -> Result<Snapshot, StoreError> {
+        let client = self.client().await?;
+        let (sender, snapshot) = Snapshot::channel(Duration::ZERO);
+        let (cut, cut_made) = oneshot::channel();
+        tokio::spawn(stream_snapshot(client, self.timeout, sender, cut, permit));
+        match cut_made.await {
+            Ok(Ok(())) => Ok(snapshot),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Unavailable(
+                "the snapshot task ended before it began".into(),
+            )),
         }
-        .map_err(db_error)?;
-        rows.iter().map(state_from_row).collect()
     }
 
     async fn health_check_now(&self) -> Result<(), StoreError> {
@@ -335,11 +340,107 @@ impl Store for PostgresStore {
         self.bounded(self.stats_now()).await
     }
 
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let permit = Arc::clone(&self.snapshots)
+            .try_acquire_owned()
+            .map_err(|_| StoreError::BackupRunning)?;
+        self.bounded(self.snapshot_now(permit)).await
+    }
+
     async fn close(&self) -> Result<(), StoreError> {
         // Every write was committed before it returned: nothing to flush.
         self.pool.close();
         Ok(())
     }
+}
+
+/// States per page of a snapshot.
+const SNAPSHOT_PAGE: i64 = 500;
+
+/// Streams every state of one REPEATABLE READ transaction in key order
+/// into `sender`, telling `cut` once the first page (which fixes the
+/// snapshot) is read. Holds `_permit` until done. On any failure the
+/// connection leaves the pool instead of going back inside a transaction.
+async fn stream_snapshot(
+    client: Object,
+    timeout: Duration,
+    sender: mpsc::Sender<Result<State, StoreError>>,
+    cut: oneshot::Sender<Result<(), StoreError>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let begin = within(timeout, async {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db_error)
+    });
+    let mut after = None;
+    let first = match begin.await {
+        Ok(()) => within(timeout, page_after(&client, after, SNAPSHOT_PAGE)).await,
+        Err(e) => Err(e),
+    };
+    let mut page = match first {
+        Ok(page) => {
+            let _ = cut.send(Ok(()));
+            page
+        }
+        Err(e) => {
+            let _ = cut.send(Err(e));
+            let _ = Object::take(client);
+            return;
+        }
+    };
+    loop {
+        let full = page.len() as i64 == SNAPSHOT_PAGE;
+        after = page.last().map(|s| (s.tenant, s.id));
+        for state in page {
+            if sender.send(Ok(state)).await.is_err() {
+                // The reader stopped: nothing more to do.
+                let _ = Object::take(client);
+                return;
+            }
+        }
+        if !full {
+            break;
+        }
+        page = match within(timeout, page_after(&client, after, SNAPSHOT_PAGE)).await {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = sender.send(Err(e)).await;
+                let _ = Object::take(client);
+                return;
+            }
+        };
+    }
+    if client.batch_execute("ROLLBACK").await.is_err() {
+        let _ = Object::take(client);
+    }
+}
+
+/// Up to `limit` states in key order after `after` (from the first when
+/// `None`), in whatever transaction `client` has open. Keyset pages on the
+/// primary key: each page is an index range, however far a copy has gone.
+async fn page_after(
+    client: &Object,
+    after: Option<(Uuid, Uuid)>,
+    limit: i64,
+) -> Result<Vec<State>, StoreError> {
+    let rows = match after {
+        Some((tenant, id)) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM flow_store_states WHERE (tenant, id) > ($1, $2) \
+                 ORDER BY tenant, id LIMIT $3"
+            );
+            client.query(&sql, &[&tenant, &id, &limit]).await
+        }
+        None => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM flow_store_states ORDER BY tenant, id LIMIT $1");
+            client.query(&sql, &[&limit]).await
+        }
+    }
+    .map_err(db_error)?;
+    rows.iter().map(state_from_row).collect()
 }
 
 /// A connection from `pool`.

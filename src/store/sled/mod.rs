@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod group_commit;
 pub mod reserve;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +25,11 @@ use sled::Transactional;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SaveOutcome, Store, StoreError, StoreStats};
+use super::{SaveOutcome, Snapshot, Store, StoreError, StoreStats};
 use crate::model::State;
 use group_commit::GroupCommit;
 use reserve::{Reserve, RESERVE_BYTES};
+use snapshot::WriteGate;
 
 const STATES_TREE: &str = "states";
 const EXPIRY_TREE: &str = "expiry";
@@ -131,6 +133,21 @@ impl Store for SledStore {
     async fn close(&self) -> Result<(), StoreError> {
         self.call(|db| db.flush()).await
     }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let cut = self.call(|db| db.cut()).await?;
+        let pause = cut.pause();
+        let (sender, snapshot) = Snapshot::channel(pause);
+        let db = self.db.clone();
+        // No storage timeout: the scan lasts as long as the reader reads.
+        tokio::task::spawn_blocking(move || {
+            let result = db.scan_cut(&cut, |state| sender.blocking_send(state).is_ok());
+            if let Err(e) = result {
+                let _ = sender.blocking_send(Err(e));
+            }
+        });
+        Ok(snapshot)
+    }
 }
 
 /// Runs `f` on a blocking thread; [`StoreError::Stuck`] if it has not
@@ -168,6 +185,8 @@ pub struct Database {
     reserve: Arc<Reserve>,
     // Concurrent writes share one flush (see `group_commit`).
     commits: Arc<GroupCommit>,
+    // Writes pass it; backups cut through it (see `snapshot`).
+    gate: Arc<WriteGate>,
 }
 
 impl std::fmt::Debug for Database {
@@ -214,6 +233,7 @@ impl Database {
             health_probe: Arc::new(Mutex::new(())),
             reserve: Arc::new(reserve),
             commits: Arc::new(GroupCommit::default()),
+            gate: Arc::new(WriteGate::default()),
         };
         store.check_format()?;
         if !store.reserve.restore(MIN_FREE_BYTES) {
@@ -288,14 +308,17 @@ impl Database {
             states.iter().map(|s| (s, codec::encode(s))).collect();
         let bytes = encoded.iter().map(|(_, v)| v.len() as u64).sum();
         self.ensure_space(bytes)?;
+        // Held until durable, so a backup's cut never splits this batch.
+        let pass = self.gate.writer();
         let outcome = (&self.states, &self.expiry)
             .transaction(|(tx_states, tx_expiry)| {
                 let mut outcome = SaveOutcome::default();
                 for (state, value) in &encoded {
                     let key = codec::state_key(state.tenant, state.id);
-                    if let Some(old) = tx_states.get(key)? {
-                        let old_meta = codec::decode_meta(&old)
-                            .map_err(ConflictableTransactionError::Abort)?;
+                    let old = tx_states.get(key)?;
+                    if let Some(old) = &old {
+                        let old_meta =
+                            codec::decode_meta(old).map_err(ConflictableTransactionError::Abort)?;
                         if old_meta.updated_at > state.meta.updated_at {
                             outcome.ignored += 1;
                             continue;
@@ -306,6 +329,7 @@ impl Database {
                             )?;
                         }
                     }
+                    pass.before_change(&key, old.as_ref());
                     tx_states.insert(&key[..], value.as_slice())?;
                     if let Some(at) = &state.meta.expires_at {
                         tx_expiry.insert(
@@ -319,6 +343,7 @@ impl Database {
             })
             .map_err(|e| self.tx_err(e))?;
         self.commit()?;
+        drop(pass);
         self.space_wanted.store(0, Ordering::Relaxed);
         Ok(outcome)
     }
@@ -344,11 +369,14 @@ impl Database {
     /// Deletes (tenant, id) for each id atomically; unknown ids are ignored.
     /// Returns how many existed. Durable when it returns.
     pub fn delete_all(&self, tenant: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
+        let pass = self.gate.writer();
         let removed = (&self.states, &self.expiry)
             .transaction(|(tx_states, tx_expiry)| {
                 let mut removed = 0;
                 for &id in ids {
-                    if let Some(old) = tx_states.remove(&codec::state_key(tenant, id)[..])? {
+                    let key = codec::state_key(tenant, id);
+                    if let Some(old) = tx_states.remove(&key[..])? {
+                        pass.before_change(&key, Some(&old));
                         removed += 1;
                         let meta = codec::decode_meta(&old)
                             .map_err(ConflictableTransactionError::Abort)?;
@@ -362,6 +390,7 @@ impl Database {
             })
             .map_err(|e| self.tx_err(e))?;
         self.commit()?;
+        drop(pass);
         Ok(removed)
     }
 
@@ -392,6 +421,9 @@ impl Database {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<usize, StoreError> {
+        // Not held across the sweep's single commit: a state purged here
+        // had expired, and the backup keeps its pre-image either way.
+        let pass = self.gate.writer();
         (&self.states, &self.expiry)
             .transaction(|(tx_states, tx_expiry)| {
                 tx_expiry.remove(index_key)?;
@@ -403,6 +435,7 @@ impl Database {
                     codec::decode_meta(&value).map_err(ConflictableTransactionError::Abort)?;
                 let expired = meta.expires_at.as_ref().is_some_and(|e| e.instant() <= now);
                 if expired {
+                    pass.before_change(&key, Some(&value));
                     tx_states.remove(&key[..])?;
                     Ok(1)
                 } else {
@@ -467,6 +500,31 @@ impl Database {
                 Ok(codec::decode(tenant, id, &value)?)
             })
             .collect()
+    }
+
+    /// Makes a backup's cut now (see [`snapshot`]) and returns it; scan it
+    /// with [`Database::scan_cut`]. Writers pause only while it is made.
+    pub fn cut(&self) -> Result<snapshot::Cut, StoreError> {
+        self.gate
+            .open_epoch()
+            .map_err(|_| StoreError::BackupRunning)
+    }
+
+    /// Every state as it was at `cut`, in key order, until `emit` returns
+    /// `false`.
+    pub fn scan_cut(
+        &self,
+        cut: &snapshot::Cut,
+        mut emit: impl FnMut(Result<State, StoreError>) -> bool,
+    ) -> Result<(), StoreError> {
+        cut.scan(&self.states, |key, value| {
+            let state = codec::state_key_parts(key)
+                .ok_or(codec::DecodeError("a key is not (tenant, id)"))
+                .and_then(|(tenant, id)| codec::decode(tenant, id, value))
+                .map_err(StoreError::from);
+            emit(state)
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// Counts and size. sled counts by walking the tree: O(states).
@@ -754,6 +812,122 @@ mod tests {
         assert!(matches!(err, StoreError::DiskFull), "{err}");
         assert_eq!(store.get(t, i, at(NOW)).unwrap().unwrap().content, "small");
         store.ensure_space(0).unwrap();
+    }
+
+    /// The backup rule under concurrent writers, record by record: every
+    /// batch acknowledged before the cut is in the scan with exactly its
+    /// content, nothing begun after the cut is, and each batch (two states,
+    /// or a save then a delete of one) is whole.
+    #[test]
+    fn a_cut_under_concurrent_writers_is_consistent() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::Instant;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let tenant = Uuid::new_v4();
+        // Other tenant's states make the scan last while writers write.
+        let fillers: Vec<State> = (0..400)
+            .map(|_| state(Uuid::new_v4(), Uuid::new_v4(), NOW, None, "filler"))
+            .collect();
+        store.save_all(&fillers).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // (key a, key b, one (started, acknowledged) per version, from 1).
+        type Log = (Uuid, Uuid, Vec<(Instant, Instant)>);
+        let writers: Vec<std::thread::JoinHandle<Log>> = (0..6)
+            .map(|w| {
+                let (store, stop) = (store.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+                    let mut log = Vec::new();
+                    let mut v = 0u32;
+                    while !stop.load(Ordering::Relaxed) || v < 20 {
+                        v += 1;
+                        let started = Instant::now();
+                        let content = format!("w{w}-v{v}");
+                        if w % 3 == 0 && v % 2 == 0 {
+                            // Every third writer deletes both on even versions.
+                            store.delete_all(tenant, &[a, b]).unwrap();
+                        } else {
+                            store
+                                .save_all(&[
+                                    state(tenant, a, NOW, None, &content),
+                                    state(tenant, b, NOW, None, &content),
+                                ])
+                                .unwrap();
+                        }
+                        log.push((started, Instant::now()));
+                    }
+                    (a, b, log)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        let before_cut = Instant::now();
+        let cut = store.cut().unwrap();
+        let after_cut = Instant::now();
+        let mut scanned = std::collections::HashMap::new();
+        store
+            .scan_cut(&cut, |state| {
+                let state = state.unwrap();
+                if state.tenant == tenant {
+                    scanned.insert(state.id, state.content);
+                }
+                // Slow enough that writers change many keys mid-scan.
+                std::thread::sleep(Duration::from_micros(200));
+                true
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        let mut checked = 0;
+        for (w, writer) in writers.into_iter().enumerate() {
+            let (a, b, log) = writer.join().unwrap();
+            let version_of = |id: Uuid| {
+                scanned.get(&id).map(|c| {
+                    let (who, v) = c.split_once("-v").unwrap();
+                    assert_eq!(who, format!("w{w}"));
+                    v.parse::<usize>().unwrap()
+                })
+            };
+            let acked_before = log.iter().filter(|(_, acked)| *acked < before_cut).count();
+            let started_after = log
+                .iter()
+                .position(|(started, _)| *started > after_cut)
+                .map_or(usize::MAX, |i| i + 1);
+            let (in_a, in_b) = (version_of(a), version_of(b));
+            assert_eq!(in_a, in_b, "writer {w}: a batch is split");
+            // Absent: the last version before the cut was a delete.
+            let deletes = w % 3 == 0;
+            let possible = |v: usize| {
+                v >= acked_before.max(1)
+                    && v < started_after
+                    && (if deletes {
+                        in_a.is_none() == (v % 2 == 0)
+                    } else {
+                        in_a.is_some()
+                    })
+                    && in_a.is_none_or(|found| found == v)
+            };
+            assert!(
+                (1..started_after.min(log.len() + 1)).any(possible),
+                "writer {w}: {in_a:?} in the backup; {acked_before} acknowledged before the cut, {started_after} began after it"
+            );
+            assert!(
+                log.len() > started_after.min(log.len()),
+                "writer {w} kept writing"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 6);
+        assert!(
+            cut.pause() < Duration::from_secs(1),
+            "the cut paused writers for {:?}",
+            cut.pause()
+        );
+        drop(cut);
+        // A second cut is possible once the first is dropped.
+        store.cut().unwrap();
     }
 
     #[test]
