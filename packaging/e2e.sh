@@ -403,6 +403,10 @@ install -m 0640 "$TLS/key.pem" "$ROOT/etc/flow-store/tls/key.pem"
 in_root chown root:flow-store /etc/flow-store/tls/cert.pem /etc/flow-store/tls/key.pem
 grep -q '^listen = "0.0.0.0:8443"$' "$ROOT$CONF" || die "the packaged config has no 'listen = \"0.0.0.0:8443\"' line"
 sed -i "s/^listen = \"0.0.0.0:8443\"$/listen = \"127.0.0.1:$PORT\"/" "$ROOT$CONF"
+# The container shares the host's network: metrics on a free port, not 9464.
+METRICS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+grep -q '^#listen = "127.0.0.1:9464"$' "$ROOT$CONF" || die "the packaged config has no '#listen = \"127.0.0.1:9464\"' line under [metrics]"
+sed -i "s/^#listen = \"127.0.0.1:9464\"$/listen = \"127.0.0.1:$METRICS_PORT\"/" "$ROOT$CONF"
 cp -p "$ROOT$CONF" "$WORK/config.good.toml"
 in_root flow-store check || die "flow-store check failed before boot"
 info "flow-store check passes"
@@ -505,6 +509,43 @@ if python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 443))' 2
 else
     info "SKIPPED: 127.0.0.1:443 is in use on this host"
 fi
+
+# --- Operating: status, an online backup, /metrics, restore -------------
+step "flow-store status, an online backup of the running service, /metrics, the backup timer, restore after stop"
+in_ct flow-store status >"$WORK/status.txt" 2>&1 || { cat "$WORK/status.txt" >&2; show_journal; die "flow-store status failed against the running service"; }
+sed 's/^/    | /' "$WORK/status.txt" | head -n 12
+in_ct flow-store status --json | grep -Eq '"healthy": *true' || die "flow-store status --json does not say healthy"
+in_ct flow-store backup --output /root/e2e.backup >"$WORK/backup.txt" 2>&1 ||
+    { cat "$WORK/backup.txt" >&2; show_journal; die "flow-store backup from the running service failed"; }
+tail -n 2 "$WORK/backup.txt" | sed 's/^/    | /'
+in_ct flow-store backup verify /root/e2e.backup >"$WORK/verify.txt" 2>&1 ||
+    { cat "$WORK/verify.txt" >&2; die "flow-store backup verify refused the backup it just made"; }
+[ "$(stat -c %a "$ROOT/root/e2e.backup")" = 600 ] || die "the backup file is not mode 0600"
+info "online backup made and verified: $(tail -n 1 "$WORK/verify.txt")"
+# Scraped from the host (the container shares its network), with bash alone.
+exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT" || die "nothing listens on the metrics port $METRICS_PORT"
+printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+metrics=$(timeout 10 cat <&3); exec 3>&-
+printf '%s\n' "$metrics" | grep -Eq '^flow_store_states_saved_total [1-9]' ||
+    die "/metrics shows no saved states (flow_store_states_saved_total)"
+printf '%s\n' "$metrics" | grep -Eq '^flow_store_last_backup_success_timestamp_seconds [1-9]' ||
+    die "/metrics shows no successful backup after one was made"
+info "/metrics on 127.0.0.1:$METRICS_PORT: $(printf '%s\n' "$metrics" | grep -c '^flow_store_') flow_store_* samples, the backup counted"
+[ "$(in_ct systemctl is-enabled flow-store-backup.timer 2>/dev/null || true)" = disabled ] ||
+    die "flow-store-backup.timer is not installed disabled"
+in_ct systemctl start flow-store-backup.service || { in_ct journalctl -u flow-store-backup.service --no-pager -n 30 >&2; die "flow-store-backup.service failed"; }
+in_ct sh -c 'ls /var/backups/flow-store/*' >/dev/null 2>&1 || die "flow-store-backup.service wrote nothing to /var/backups/flow-store"
+info "flow-store-backup.service wrote $(in_ct sh -c 'ls /var/backups/flow-store' | head -n 1)"
+in_ct systemctl stop flow-store.service || die "systemctl stop failed"
+in_ct mv /var/lib/flow-store /var/lib/flow-store.before-restore
+in_ct flow-store restore /root/e2e.backup >"$WORK/restore.txt" 2>&1 ||
+    { cat "$WORK/restore.txt" >&2; die "flow-store restore into the stopped service's missing data directory failed"; }
+in_ct systemctl start flow-store.service || { show_journal; die "the service does not start on the restored data directory"; }
+wait_active 30
+kept_state load "after restore"
+# The marker file is not a state: it comes back from the old directory.
+in_ct cp -p /var/lib/flow-store.before-restore/e2e-marker /var/lib/flow-store/e2e-marker
+in_ct rm -rf /var/lib/flow-store.before-restore
 
 # --- A wedged database: the systemd watchdog restarts the service -------
 step "a wedged database gets flow-store restarted by the systemd watchdog"

@@ -516,10 +516,11 @@ async fn a_killed_node_and_a_stopped_database_lose_nothing_acknowledged() {
 
 /// `flow-store backup` from a running store on PostgreSQL (its snapshot is
 /// a REPEATABLE READ transaction) verifies, and restores into a fresh sled
-/// store that serves every state byte for byte; writes after the backup
-/// are not in it.
+/// store and into an empty PostgreSQL database, each then serving every
+/// state byte for byte; writes after the backup are not in it. A restore
+/// into a database that holds states, or of a damaged file, writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_of_a_postgres_store_restores_into_sled_byte_identical() {
+async fn a_postgres_backup_restores_into_sled_and_into_an_empty_postgres_database() {
     let Some(cluster) = PgServer::shared() else {
         return;
     };
@@ -564,4 +565,53 @@ async fn a_backup_of_a_postgres_store_restores_into_sled_byte_identical() {
     }
     run.expect_absent(&tenant, &late).await;
     run.terminate().await;
+
+    // Into an empty PostgreSQL database; then again, refused.
+    let empty = cluster.create_database().await;
+    let on_pg = Deployment::with_keys(d.keys.clone());
+    on_pg.configure(|c| cluster.configure(c, &empty, on_pg.dir.path()));
+    let restore = on_pg.cli(&["restore", &file.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&restore.stdout);
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    assert!(
+        stdout.contains("restored 700 states into the PostgreSQL"),
+        "{stdout}"
+    );
+    let again = on_pg.cli(&["restore", &file.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains("already holds 700 states"), "{stderr}");
+    let run = on_pg
+        .spawn()
+        .unwrap_or_else(|f| panic!("store on the restored database did not start: {f:?}"));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(run.content(&tenant, id).await, content(i), "state {i}");
+    }
+    run.expect_absent(&tenant, &late).await;
+    run.terminate().await;
+
+    // A damaged file into an empty database: refused before any write.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    let damaged = d.dir.path().join("damaged.backup");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let untouched = cluster.create_database().await;
+    let on_pg = Deployment::with_keys(d.keys.clone());
+    on_pg.configure(|c| cluster.configure(c, &untouched, on_pg.dir.path()));
+    let restore = on_pg.cli(&["restore", &damaged.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&restore.stderr);
+    assert!(!restore.status.success(), "a damaged backup was restored");
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    let options = cluster.options(&untouched, on_pg.dir.path());
+    let store = PostgresStore::open(&options).await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().states,
+        0,
+        "the damaged restore wrote states"
+    );
 }

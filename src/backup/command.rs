@@ -22,6 +22,7 @@ use super::progress::{Progress, Unit};
 use crate::admin::api::{BackupDone, STATES_HEADER};
 use crate::admin::socket::{self, AdminError};
 use crate::model::State;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sled::SledStore;
 use crate::store::{Store, StoreError};
 
@@ -55,6 +56,9 @@ pub enum BackupError {
     /// The restore target holds something already.
     #[error("{} is not empty; restore only into an empty or missing data directory: stop the store (`systemctl stop flow-store`), move the directory aside (`mv {dir} {dir}.old`) and run restore again", .0.display(), dir = .0.display())]
     TargetNotEmpty(PathBuf),
+    /// The PostgreSQL database to restore into holds states already.
+    #[error("the PostgreSQL database (storage.postgres.url) already holds {0} states; restore only into an empty one: create a new database (or drop the flow_store_* tables of this one) and run restore again")]
+    DatabaseNotEmpty(u64),
     /// The store is running.
     #[error("the store is running (it answers on {}); stop it first with `systemctl stop flow-store`, then restore", .0.display())]
     StoreRunning(PathBuf),
@@ -303,17 +307,31 @@ async fn copy_body(
     Ok(written)
 }
 
-/// `flow-store restore FILE`: into the database directory `target`, which
-/// must be missing or empty, while no store answers on `socket`; with
-/// `with_keys`, the backup's configuration, TLS and key files go back
-/// where they were too, none of them existing yet. Runs the engine's calls
-/// on `runtime`.
+/// Where a restore writes: the engine `storage.engine` names.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreTarget<'a> {
+    /// A sled database directory, missing or empty, with the page cache to
+    /// open it with.
+    Sled {
+        /// `storage.path`.
+        dir: &'a Path,
+        /// `storage.cache_capacity_bytes`.
+        cache_bytes: u64,
+    },
+    /// A PostgreSQL database whose flow-store tables hold no state.
+    Postgres(&'a PostgresOptions),
+}
+
+/// `flow-store restore FILE`: into `target` (see [`RestoreTarget`]), while
+/// no store answers on `socket`; with `with_keys`, the backup's
+/// configuration, TLS and key files go back where they were too, none of
+/// them existing yet. Runs the engine's calls on `runtime`. A file that
+/// fails verification leaves nothing written.
 pub fn restore(
     runtime: &tokio::runtime::Runtime,
     file: &Path,
-    target: &Path,
+    target: RestoreTarget<'_>,
     socket: Option<&Path>,
-    cache_bytes: u64,
     with_keys: bool,
 ) -> Result<Verified, BackupError> {
     if let Some(socket) = socket {
@@ -321,22 +339,38 @@ pub fn restore(
             return Err(BackupError::StoreRunning(socket.to_path_buf()));
         }
     }
+    let (mut verified, files) = match target {
+        RestoreTarget::Sled { dir, cache_bytes } => {
+            restore_to_sled(runtime, file, dir, cache_bytes, with_keys)?
+        }
+        RestoreTarget::Postgres(options) => restore_to_postgres(runtime, file, options, with_keys)?,
+    };
+    if with_keys {
+        if !verified.header.includes_keys {
+            return Err(BackupError::NoKeys(file.to_path_buf()));
+        }
+        super::keys::install(&files, &crate::admin::keys::Ownership::for_service())?;
+        verified.files_restored = files.into_iter().map(|f| f.path).collect();
+    }
+    Ok(verified)
+}
+
+// Into a staging directory beside `target`, renamed over it only once the
+// whole file verified: a bad byte leaves nothing.
+fn restore_to_sled(
+    runtime: &tokio::runtime::Runtime,
+    file: &Path,
+    target: &Path,
+    cache_bytes: u64,
+    with_keys: bool,
+) -> Result<(Verified, Vec<BackupFile>), BackupError> {
     ensure_empty(target)?;
     let staging = staging_dir(target);
-    let result = restore_into(runtime, file, &staging, cache_bytes, with_keys).and_then(
-        |(mut verified, files)| {
-            if with_keys {
-                if !verified.header.includes_keys {
-                    return Err(BackupError::NoKeys(file.to_path_buf()));
-                }
-                super::keys::install(&files, &crate::admin::keys::Ownership::for_service())?;
-                verified.files_restored = files.into_iter().map(|f| f.path).collect();
-            }
-            Ok(verified)
-        },
-    );
-    let verified = match result {
-        Ok(v) => v,
+    let restored = SledStore::open(&staging, cache_bytes)
+        .map_err(BackupError::from)
+        .and_then(|store| restore_into(runtime, file, &store, with_keys));
+    let restored = match restored {
+        Ok(restored) => restored,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
@@ -348,7 +382,24 @@ pub fn restore(
     }
     std::fs::rename(&staging, target)
         .map_err(io("cannot move the restored database to", target))?;
-    Ok(verified)
+    Ok(restored)
+}
+
+// A database cannot be renamed into place: the whole file is verified
+// first, so a bad byte leaves nothing, then written in batches.
+fn restore_to_postgres(
+    runtime: &tokio::runtime::Runtime,
+    file: &Path,
+    options: &PostgresOptions,
+    with_keys: bool,
+) -> Result<(Verified, Vec<BackupFile>), BackupError> {
+    read_checked(file, |_| Ok(()))?;
+    let store = runtime.block_on(PostgresStore::open(options))?;
+    let held = runtime.block_on(store.stats())?.states;
+    if held > 0 {
+        return Err(BackupError::DatabaseNotEmpty(held));
+    }
+    restore_into(runtime, file, &store, with_keys)
 }
 
 fn staging_dir(target: &Path) -> PathBuf {
@@ -370,16 +421,14 @@ fn ensure_empty(target: &Path) -> Result<(), BackupError> {
     }
 }
 
-// Writes the states into `staging`; returns the files too when asked
+// Writes the states into `store`; returns the files too when asked
 // (checked not to exist as they come, so a conflict stops early).
 fn restore_into(
     runtime: &tokio::runtime::Runtime,
     file: &Path,
-    staging: &Path,
-    cache_bytes: u64,
+    store: &dyn Store,
     with_keys: bool,
 ) -> Result<(Verified, Vec<BackupFile>), BackupError> {
-    let store = SledStore::open(staging, cache_bytes)?;
     let mut progress = Progress::new("restore", Unit::States, None);
     let mut batch = Vec::with_capacity(RESTORE_BATCH);
     let mut files = Vec::new();

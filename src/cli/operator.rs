@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{config_path, AdminArgs};
-use crate::backup::command::{self as backup, BackupError, Output};
-use crate::config::{Config, DEFAULT_ADMIN_SOCKET};
+use crate::backup::command::{self as backup, BackupError, Output, RestoreTarget};
+use crate::config::{Config, StorageEngine, DEFAULT_ADMIN_SOCKET};
 
 /// `status` exit status when the store cannot be reached (LSB "not running").
 const NOT_RUNNING: u8 = 3;
@@ -198,23 +198,33 @@ pub fn restore(explicit_config: Option<PathBuf>, file: &Path, with_keys: bool) -
         }
         Err(e) => return fail("restore", format!("{}: {e}", config_file.display())),
     };
+    let postgres = match config.storage.engine {
+        StorageEngine::Sled => None,
+        StorageEngine::Postgres => match crate::app::postgres_options(&config) {
+            Ok(options) => Some(options),
+            Err(e) => return fail("restore", format!("{e:#}")),
+        },
+    };
+    let target = match &postgres {
+        None => RestoreTarget::Sled {
+            dir: &config.storage.path,
+            cache_bytes: config.storage.cache_capacity_bytes,
+        },
+        Some(options) => RestoreTarget::Postgres(options),
+    };
     let restored = runtime().map_err(|e| e.to_string()).and_then(|rt| {
-        backup::restore(
-            &rt,
-            file,
-            &config.storage.path,
-            config.admin.socket(),
-            config.storage.cache_capacity_bytes,
-            with_keys,
-        )
-        .map_err(|e| restore_advice(&e))
+        backup::restore(&rt, file, target, config.admin.socket(), with_keys)
+            .map_err(|e| restore_advice(&e))
     });
     match restored {
         Ok(verified) => {
+            let into = match &postgres {
+                None => config.storage.path.display().to_string(),
+                Some(_) => "the PostgreSQL database (storage.postgres.url)".to_string(),
+            };
             println!(
-                "restored {} states into {}: {}",
+                "restored {} states into {into}: {}",
                 verified.end.states,
-                config.storage.path.display(),
                 verified.describe()
             );
             for path in &verified.files_restored {
