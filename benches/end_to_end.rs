@@ -19,6 +19,13 @@
 //! settings added since commit 71d5827 (`[metrics]`, `storage.engine`,
 //! `[storage.postgres]`; all at their defaults here), so builds from that
 //! commit on can be compared.
+//!
+//! `-- --backup N` measures instead what an online backup costs the
+//! platform: the database is filled with N states of 1 KiB (100 000 for
+//! issue 10's figure) before the server starts, then 1 KiB saves run alone,
+//! then again while `flow-store backup` copies the store; it prints the save
+//! latency of both, the backup's duration and size, and how long writers
+//! paused for its cut (from the server's log).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -50,6 +57,9 @@ struct Plan {
     clients: usize,
     /// Rounds of each phase; the median round's rate is printed.
     rounds: usize,
+    /// `--backup N`: states the database holds before the server starts,
+    /// and the backup phases instead of the others.
+    backup_states: Option<usize>,
     small_requests: usize,
     large_requests: usize,
     floor_seconds: f64,
@@ -64,8 +74,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(32);
+    let backup_states = args
+        .iter()
+        .position(|a| a == "--backup")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let plan = Plan {
         clients,
+        backup_states,
         rounds: if quick { 1 } else { 3 },
         small_requests: if quick { 640 } else { 3200 },
         large_requests: if quick { 64 } else { 320 },
@@ -97,6 +113,11 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(states) = plan.backup_states {
+        let bench = Bench::start_filled(&current.0, states, client_pinned);
+        runtime.block_on(bench.run_backup(&plan));
+        return;
+    }
     for (binary, build) in before.iter().chain([&current]) {
         let bench = Bench::start(binary, *build, client_pinned);
         runtime.block_on(bench.run(&plan, &floor));
@@ -123,6 +144,23 @@ struct Bench {
 
 impl Bench {
     fn start(binary: &Path, build: Build, client_pinned: bool) -> Bench {
+        Bench::start_with(binary, build, client_pinned, |_| {})
+    }
+
+    /// [`Bench::start`] on a database holding `states` states of 1 KiB,
+    /// written through the sled engine before the server opens it.
+    fn start_filled(binary: &Path, states: usize, client_pinned: bool) -> Bench {
+        Bench::start_with(binary, Build::Current, client_pinned, |data| {
+            fill(data, states)
+        })
+    }
+
+    fn start_with(
+        binary: &Path,
+        build: Build,
+        client_pinned: bool,
+        prepare_data: impl FnOnce(&Path),
+    ) -> Bench {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         for sub in ["keys", "tls"] {
@@ -144,6 +182,7 @@ impl Bench {
         if build == Build::Before {
             let mut document: toml_edit::DocumentMut = text.parse().expect("config");
             document.remove("metrics");
+            document.remove("admin");
             if let Some(storage) = document.get_mut("storage").and_then(|s| s.as_table_mut()) {
                 storage.remove("engine");
                 storage.remove("postgres");
@@ -151,6 +190,7 @@ impl Bench {
             text = document.to_string();
         }
         std::fs::write(root.join("config.toml"), text).expect("config");
+        prepare_data(&root.join(&config.storage.path));
         // The server starts on its core (it inherits this thread's affinity),
         // so it sizes its runtime for the one core it has, as a one-core
         // deployment would; pinning it after the start would leave it with
@@ -202,14 +242,103 @@ impl Bench {
                 let requests = self.build_loads(tenant, &ids);
                 loads.push(drive(&clients, requests, StatusCode::OK).await);
             }
-            saves.print(&format!("save {label}"), bytes, floor.saves_per_second());
-            loads.print(&format!("load {label}"), bytes, floor.loads_per_second());
+            saves.print(
+                &format!("save {label}"),
+                bytes,
+                Some(floor.saves_per_second()),
+            );
+            loads.print(
+                &format!("load {label}"),
+                bytes,
+                Some(floor.loads_per_second()),
+            );
         }
         let peak = self.server.sample();
         println!(
             "  server RSS after the run {:.1} MiB, peak {:.1} MiB",
             peak.rss_kib as f64 / 1024.0,
             peak.hwm_kib as f64 / 1024.0
+        );
+    }
+
+    /// Saves alone, then saves while `flow-store backup` copies the store:
+    /// what a backup costs the platform.
+    async fn run_backup(&self, plan: &Plan) {
+        let states = plan.backup_states.unwrap_or(0);
+        println!(
+            "\n  server   {}, pid {}, {}; {states} states of 1 KiB stored",
+            self.binary.display(),
+            self.server.pid(),
+            if self.pinned {
+                "pinned to core 0"
+            } else {
+                "NOT pinned"
+            }
+        );
+        let clients = self.clients(plan.clients).await;
+        let tenant = Uuid::new_v4();
+        let alone: Vec<Prepared> = self
+            .build_saves(tenant, 1024, plan.small_requests)
+            .into_iter()
+            .map(|(_, request)| request)
+            .collect();
+        let mut rounds = Rounds::default();
+        rounds.push(drive(&clients, alone, StatusCode::NO_CONTENT).await);
+        rounds.print("save, alone", 1024, None);
+        // Enough saves to outlast the backup; only those answered while it
+        // ran are counted.
+        let during: Vec<Prepared> = self
+            .build_saves(tenant, 1024, 4 * plan.small_requests)
+            .into_iter()
+            .map(|(_, request)| request)
+            .collect();
+        let file = self._dir.path().join("bench.backup");
+        let log_from = self.server.log_len();
+        let started = Instant::now();
+        let backup = std::process::Command::new(&self.binary)
+            .arg("backup")
+            .arg("--output")
+            .arg(&file)
+            .arg("--config")
+            .arg(self._dir.path().join("config.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("flow-store backup");
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let saves = tokio::spawn(drive_until(
+            clients.clone(),
+            during,
+            StatusCode::NO_CONTENT,
+            Arc::clone(&done),
+        ));
+        let output = tokio::task::spawn_blocking(move || backup.wait_with_output())
+            .await
+            .expect("waiting for flow-store backup")
+            .expect("flow-store backup");
+        let took = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let phase = saves.await.expect("saves during the backup");
+        assert!(
+            output.status.success(),
+            "flow-store backup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut rounds = Rounds::default();
+        rounds.push(phase);
+        rounds.print("save, backup", 1024, None);
+        let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+        let pause = self
+            .server
+            .log_since(log_from)
+            .into_iter()
+            .find(|line| line.contains("for the cut"))
+            .unwrap_or_else(|| "(no cut line in the server's log)".into());
+        println!(
+            "  backup of {states} states: {:.1} s, {:.1} MiB file; {}",
+            took.as_secs_f64(),
+            size as f64 / (1024.0 * 1024.0),
+            pause.trim()
         );
     }
 
@@ -346,7 +475,7 @@ impl Rounds {
         self.0.push(phase);
     }
 
-    fn print(&self, name: &str, bytes: usize, floor: f64) {
+    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
         let mut rates: Vec<f64> = self.0.iter().map(Phase::rate).collect();
         rates.sort_by(f64::total_cmp);
         let rate = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
@@ -360,13 +489,13 @@ impl Rounds {
         let mib = rate * bytes as f64 / (1024.0 * 1024.0);
         let failures: usize = self.0.iter().map(|p| p.failures).sum();
         let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        let ratio = floor.map_or(String::new(), |f| format!("  {:.2}x the floor", rate / f));
         println!(
-            "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {failures})  {:.2}x the floor  [rounds: {}/s]",
+            "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {failures}){ratio}  [rounds: {}/s]",
             pick(0.5),
             pick(0.99),
             pick(0.999),
             sorted.len(),
-            rate / floor,
             each.join(", "),
         );
         if let Some(failure) = self.0.iter().find_map(|p| p.first_failure.as_ref()) {
@@ -581,6 +710,113 @@ fn measure_openssl(seconds: f64) -> Primitives {
         agree,
         keygen,
     }
+}
+
+/// Like [`drive`], but stops taking requests once `done` is set; counts
+/// only the requests answered by then.
+async fn drive_until(
+    clients: Vec<Client>,
+    requests: Vec<Prepared>,
+    expected: StatusCode,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Phase {
+    let queue = Arc::new(Mutex::new(VecDeque::from(requests)));
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let (queue, done) = (Arc::clone(&queue), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut phase = Phase {
+                    latencies: Vec::new(),
+                    failures: 0,
+                    first_failure: None,
+                    elapsed: Duration::ZERO,
+                };
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(prepared) = next else { break };
+                    let sent = Instant::now();
+                    let reply = client.send(prepared.request()).await;
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    match reply {
+                        Ok(reply) if reply.status == expected => {
+                            phase.latencies.push(sent.elapsed())
+                        }
+                        Ok(reply) => {
+                            phase.failures += 1;
+                            phase.first_failure.get_or_insert(reply.status.to_string());
+                        }
+                        Err(e) => {
+                            phase.failures += 1;
+                            phase.first_failure.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+                phase
+            })
+        })
+        .collect();
+    let mut all = Phase {
+        latencies: Vec::new(),
+        failures: 0,
+        first_failure: None,
+        elapsed: Duration::ZERO,
+    };
+    for task in tasks {
+        let phase = task.await.expect("client task");
+        all.latencies.extend(phase.latencies);
+        all.failures += phase.failures;
+        if all.first_failure.is_none() {
+            all.first_failure = phase.first_failure;
+        }
+    }
+    all.elapsed = started.elapsed();
+    if queue.lock().is_ok_and(|q| q.is_empty()) {
+        println!("  (the saves ran out before the backup ended: it outlasted them)");
+    }
+    all
+}
+
+/// Writes `count` states of 1 KiB into a new sled database at `data`.
+fn fill(data: &Path, count: usize) {
+    use flow_store::model::{State, StateMeta, Timestamp};
+    let started = Instant::now();
+    let db = flow_store::store::sled::Database::open(data, flow_store::config::DEFAULT_CACHE_BYTES)
+        .expect("database");
+    let tenant = Uuid::new_v4();
+    let updated = Timestamp::parse("2026-01-01T00:00:00Z").expect("timestamp");
+    let content = json!({ "padding": pseudo_random_text(1000) }).to_string();
+    let mut batch = Vec::with_capacity(1000);
+    for n in 0..count {
+        batch.push(State {
+            tenant,
+            id: Uuid::new_v4(),
+            meta: StateMeta {
+                parent: None,
+                flow: None,
+                flow_version: None,
+                current_map_element: None,
+                current_user: None,
+                is_done: false,
+                created_at: None,
+                updated_at: updated.clone(),
+                expires_at: None,
+            },
+            content: content.clone(),
+        });
+        if batch.len() == 1000 || n + 1 == count {
+            db.save_all(&batch).expect("fill");
+            batch.clear();
+        }
+    }
+    db.flush().expect("flush");
+    println!(
+        "  (filled the database with {count} states in {:.1} s, not timed)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Operations per second of `op` over about `seconds`: the best of five
