@@ -512,6 +512,8 @@ fi
 
 # --- Operating: status, an online backup, /metrics, restore -------------
 step "flow-store status, an online backup of the running service, /metrics, the backup timer, restore after stop"
+# Saves since the last restart, for the metrics below.
+simulate
 in_ct flow-store status >"$WORK/status.txt" 2>&1 || { cat "$WORK/status.txt" >&2; show_journal; die "flow-store status failed against the running service"; }
 sed 's/^/    | /' "$WORK/status.txt" | head -n 12
 in_ct flow-store status --json | grep -Eq '"healthy": *true' || die "flow-store status --json does not say healthy"
