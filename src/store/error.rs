@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Why the database could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the database.
     #[error("the database at {0} is locked by another process (is another flow-store running?)")]

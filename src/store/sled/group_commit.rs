@@ -60,6 +60,12 @@ impl GroupCommit {
         result
     }
 
+    /// Flushes started so far.
+    #[cfg(test)]
+    pub fn started(&self) -> u64 {
+        self.lock().started
+    }
+
     // The counters stay consistent whatever a panicking holder did: each
     // update is a single assignment made under the lock.
     fn lock(&self) -> MutexGuard<'_, Progress> {

@@ -3,16 +3,19 @@
 //! a save or delete of several states is one sled transaction, and every
 //! write returns only after a `flush` that started after it, which fsyncs
 //! sled's log; concurrent writers share that flush ([`group_commit`]). [`SledStore`]
-//! is the [`Store`] the service holds: it runs each call on a blocking
-//! thread within [`STORAGE_TIMEOUT`].
+//! is the [`Store`] the service holds: it queues saves and deletes to one
+//! writer thread that flushes them in batches ([`writer`]), runs every other
+//! call on a blocking thread, and bounds each by [`STORAGE_TIMEOUT`].
 //!
 //! Everything sled-specific lives here: the on-disk layout ([`codec`]), the
 //! free-space guard, the storage timeout and [`StoreError::Stuck`].
 
+pub mod changes;
 pub mod codec;
 pub mod group_commit;
 pub mod reserve;
 pub mod snapshot;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +32,8 @@ use super::{SaveOutcome, Snapshot, Store, StoreError, StoreStats};
 use crate::model::State;
 use group_commit::GroupCommit;
 use reserve::{Reserve, RESERVE_BYTES};
-use snapshot::WriteGate;
+use snapshot::{WriteGate, WriterPass};
+use writer::Writer;
 
 const STATES_TREE: &str = "states";
 const EXPIRY_TREE: &str = "expiry";
@@ -66,13 +70,16 @@ pub const STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: Database,
+    writer: Arc<Writer>,
 }
 
 impl SledStore {
     /// Opens (creating if missing) the database at `path` with a page cache
     /// of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        Database::open(path, cache_bytes).map(|db| SledStore { db })
+        let db = Database::open(path, cache_bytes)?;
+        let writer = Arc::new(Writer::start(db.clone())?);
+        Ok(SledStore { db, writer })
     }
 
     /// Runs `call` on the database off the async workers, within
@@ -94,7 +101,7 @@ impl Store for SledStore {
     }
 
     async fn save_all(&self, states: Vec<State>) -> Result<SaveOutcome, StoreError> {
-        self.call(move |db| db.save_all(&states)).await
+        within(STORAGE_TIMEOUT, self.writer.save_all(states)).await
     }
 
     async fn get(
@@ -107,7 +114,7 @@ impl Store for SledStore {
     }
 
     async fn delete_all(&self, tenant: Uuid, ids: Vec<Uuid>) -> Result<usize, StoreError> {
-        self.call(move |db| db.delete_all(tenant, &ids)).await
+        within(STORAGE_TIMEOUT, self.writer.delete_all(tenant, ids)).await
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
@@ -157,12 +164,22 @@ where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
-        Ok(joined) => {
-            joined.map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
-        }
-        Err(_) => Err(StoreError::Stuck(limit)),
-    }
+    within(limit, async {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("storage task failed: {e}")))?
+    })
+    .await
+}
+
+/// `call`'s answer; [`StoreError::Stuck`] if it has not come within `limit`.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::Stuck(limit)))
 }
 
 /// The synchronous database. Cheap to clone; clones share the database.
@@ -304,48 +321,17 @@ impl Database {
     /// Saves `states` atomically; each replaces the stored one only if its
     /// `updatedAt` is equal or newer. Durable when it returns.
     pub fn save_all(&self, states: &[State]) -> Result<SaveOutcome, StoreError> {
-        let encoded: Vec<(&State, Vec<u8>)> =
-            states.iter().map(|s| (s, codec::encode(s))).collect();
-        let bytes = encoded.iter().map(|(_, v)| v.len() as u64).sum();
-        self.ensure_space(bytes)?;
         // Held until durable, so a backup's cut never splits this batch.
-        let pass = self.gate.writer();
-        let outcome = (&self.states, &self.expiry)
-            .transaction(|(tx_states, tx_expiry)| {
-                let mut outcome = SaveOutcome::default();
-                for (state, value) in &encoded {
-                    let key = codec::state_key(state.tenant, state.id);
-                    let old = tx_states.get(key)?;
-                    if let Some(old) = &old {
-                        let old_meta =
-                            codec::decode_meta(old).map_err(ConflictableTransactionError::Abort)?;
-                        if old_meta.updated_at > state.meta.updated_at {
-                            outcome.ignored += 1;
-                            continue;
-                        }
-                        if let Some(at) = &old_meta.expires_at {
-                            tx_expiry.remove(
-                                &codec::expiry_key(at.unix_nanos(), state.tenant, state.id)[..],
-                            )?;
-                        }
-                    }
-                    pass.before_change(&key, old.as_ref());
-                    tx_states.insert(&key[..], value.as_slice())?;
-                    if let Some(at) = &state.meta.expires_at {
-                        tx_expiry.insert(
-                            &codec::expiry_key(at.unix_nanos(), state.tenant, state.id)[..],
-                            &[][..],
-                        )?;
-                    }
-                    outcome.applied += 1;
-                }
-                Ok(outcome)
-            })
-            .map_err(|e| self.tx_err(e))?;
+        let pass = self.writer_pass();
+        let written = self.transact_one(&self.prepare_save(states)?, &pass)?;
         self.commit()?;
-        drop(pass);
-        self.space_wanted.store(0, Ordering::Relaxed);
-        Ok(outcome)
+        Ok(written.saved)
+    }
+
+    /// Enters the write gate; every write holds the pass until it is
+    /// durable (see [`snapshot`]).
+    fn writer_pass(&self) -> WriterPass<'_> {
+        self.gate.writer()
     }
 
     /// The state (tenant, id), or `None` if absent or expired at `now`.
@@ -369,29 +355,10 @@ impl Database {
     /// Deletes (tenant, id) for each id atomically; unknown ids are ignored.
     /// Returns how many existed. Durable when it returns.
     pub fn delete_all(&self, tenant: Uuid, ids: &[Uuid]) -> Result<usize, StoreError> {
-        let pass = self.gate.writer();
-        let removed = (&self.states, &self.expiry)
-            .transaction(|(tx_states, tx_expiry)| {
-                let mut removed = 0;
-                for &id in ids {
-                    let key = codec::state_key(tenant, id);
-                    if let Some(old) = tx_states.remove(&key[..])? {
-                        pass.before_change(&key, Some(&old));
-                        removed += 1;
-                        let meta = codec::decode_meta(&old)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        if let Some(at) = &meta.expires_at {
-                            tx_expiry
-                                .remove(&codec::expiry_key(at.unix_nanos(), tenant, id)[..])?;
-                        }
-                    }
-                }
-                Ok(removed)
-            })
-            .map_err(|e| self.tx_err(e))?;
+        let pass = self.writer_pass();
+        let written = self.transact_one(&changes::Prepared::Delete { tenant, ids }, &pass)?;
         self.commit()?;
-        drop(pass);
-        Ok(removed)
+        Ok(written.deleted)
     }
 
     /// Removes every state whose `expiresAt` is at or before `now`.
@@ -541,6 +508,18 @@ impl Database {
         self.commits.commit(|| self.flush())
     }
 
+    /// Flushes started so far.
+    #[cfg(test)]
+    fn flushes(&self) -> u64 {
+        self.commits.started()
+    }
+
+    /// Live handles on this database (clones of it).
+    #[cfg(test)]
+    fn handles(&self) -> usize {
+        Arc::strong_count(&self.commits)
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
@@ -583,7 +562,13 @@ mod tests {
     use super::*;
     use crate::model::{StateMeta, Timestamp};
 
-    fn state(tenant: Uuid, id: Uuid, updated: &str, expires: Option<&str>, content: &str) -> State {
+    pub(super) fn state(
+        tenant: Uuid,
+        id: Uuid,
+        updated: &str,
+        expires: Option<&str>,
+        content: &str,
+    ) -> State {
         State {
             tenant,
             id,
@@ -602,12 +587,12 @@ mod tests {
         }
     }
 
-    fn at(text: &str) -> OffsetDateTime {
+    pub(super) fn at(text: &str) -> OffsetDateTime {
         Timestamp::parse(text).unwrap().instant()
     }
 
-    const NOW: &str = "2026-01-01T00:00:00Z";
-    const TEST_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+    pub(super) const NOW: &str = "2026-01-01T00:00:00Z";
+    pub(super) const TEST_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
     /// Opens a database this process just closed: sled's background
     /// flusher keeps it (and its lock) for up to one flush interval after
