@@ -17,36 +17,19 @@ mod postgres;
 #[path = "../tests/common/tls.rs"]
 mod tls;
 
+#[path = "common/state.rs"]
+mod state;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_store::model::{State, StateMeta, Timestamp};
 use flow_store::store::postgres::PostgresStore;
 use flow_store::store::sled::SledStore;
 use flow_store::store::Store;
+use state::state_1kib;
 use uuid::Uuid;
 
 const WRITERS: usize = 16;
-
-fn state(tenant: Uuid, n: usize) -> State {
-    State {
-        tenant,
-        id: Uuid::new_v4(),
-        meta: StateMeta {
-            parent: None,
-            flow: Some(Uuid::new_v4()),
-            flow_version: Some(Uuid::new_v4()),
-            current_map_element: Some(Uuid::new_v4()),
-            current_user: None,
-            is_done: false,
-            created_at: None,
-            updated_at: Timestamp::parse(&format!("2024-01-01T00:00:00.{n:07}Z"))
-                .expect("timestamp"),
-            expires_at: None,
-        },
-        content: format!("{{\"blob\":\"{}\"}}", "x".repeat(1000)),
-    }
-}
 
 /// Saves `per_writer` states from each of [`WRITERS`] tasks; saves/s.
 async fn saves_per_second(store: Arc<dyn Store>, per_writer: usize) -> f64 {
@@ -57,7 +40,10 @@ async fn saves_per_second(store: Arc<dyn Store>, per_writer: usize) -> f64 {
         writers.spawn(async move {
             let tenant = Uuid::new_v4();
             for n in 0..per_writer {
-                store.save_all(vec![state(tenant, n)]).await.expect("save");
+                store
+                    .save_all(vec![state_1kib(tenant, n, None)])
+                    .await
+                    .expect("save");
             }
         });
     }
