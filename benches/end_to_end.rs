@@ -215,7 +215,7 @@ impl Bench {
             // Every thread of this process, the one reading the server's
             // log included: it started on core 0 and, woken by every log
             // line, took the server's core from it hundreds of times a
-            // second (seen in `perf sched` records of the server).
+            // second (seen in `perf record -e sched:sched_switch`).
             pin(std::process::id(), "1");
         }
         let keys = PlatformKeys::from_json(&platform.to_string(), &receiver.to_string())

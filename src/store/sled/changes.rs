@@ -4,11 +4,11 @@
 //! Why many in one: a sled 0.34 transaction seals and writes the log buffer
 //! twice (`pin_log`: once before it, once for its batch manifest), each a
 //! `pwrite` + `sync_file_range` on sled's I/O threads, whatever the flush
-//! does after it. One transaction per write cost ~3 I/O waits and ~110 µs
-//! of CPU per save on one core (measured with `benches/storage_cost`-style
-//! runs, see `docs/performance.md`). So the writer ([`super::writer`])
-//! applies a whole batch of writes in one transaction; each write still
-//! succeeds or fails as a whole, and its outcome is its own.
+//! does after it: ~3 I/O waits per save with a transaction per write
+//! (`perf record -e sched:sched_switch` on the end-to-end bench; see
+//! `docs/performance.md`). So the writer ([`super::writer`]) applies a
+//! whole batch of writes in one transaction; each write still succeeds or
+//! fails as a whole, and its outcome is its own.
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
