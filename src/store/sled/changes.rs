@@ -117,6 +117,17 @@ impl Database {
         prepared: &[Result<Prepared<'_>, StoreError>],
         pass: &WriterPass<'_>,
     ) -> Vec<Result<Written, StoreError>> {
+        let ready = prepared.iter().filter(|p| p.is_ok()).count();
+        if ready == 0 {
+            // No transaction at all: even an empty one writes sled's log,
+            // and a refused save may mean the disk is full (see
+            // `MIN_FREE_BYTES`).
+            return prepared
+                .iter()
+                .filter_map(|p| p.as_ref().err().cloned())
+                .map(Err)
+                .collect();
+        }
         let together = self.transact(|trees| {
             prepared
                 .iter()
@@ -126,7 +137,6 @@ impl Database {
                 })
                 .collect::<InTransaction<Vec<_>>>()
         });
-        let ready = prepared.iter().filter(|p| p.is_ok()).count();
         match together {
             Ok(results) => results,
             Err(TransactionError::Abort(_)) if ready > 1 => prepared
@@ -338,5 +348,30 @@ mod tests {
         // The deleted state's expiry entry went with it.
         assert_eq!(db.purge_expired(at("2027-01-01T00:00:00Z")).unwrap(), 0);
         assert_eq!(db.expiry.len(), 0);
+    }
+
+    /// A batch whose writes were all refused before their transaction
+    /// (for space) writes nothing at all to sled's log: on a full disk
+    /// sled must not be asked to write.
+    #[test]
+    fn a_batch_of_refused_writes_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        db.save_all(&[state(Uuid::new_v4(), Uuid::new_v4(), NOW, None, "before")])
+            .unwrap();
+        db.db.flush().unwrap();
+        let pass = db.writer_pass();
+        let results = db.transact_many(
+            &[Err(StoreError::DiskFull), Err(StoreError::DiskFull)],
+            &pass,
+        );
+        drop(pass);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::DiskFull))),
+            "{results:?}"
+        );
+        assert_eq!(db.db.flush().unwrap(), 0, "sled's log was written");
     }
 }
