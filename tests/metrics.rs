@@ -403,18 +403,61 @@ async fn a_real_prometheus_scrapes_the_store() {
         })
         .await;
     // Healthy, and the certificate is far from expiry: of the shipped
-    // alerts only the backup one may be on its way (no backup yet).
-    let alerts = prometheus.api("/api/v1/alerts").await;
-    let names: Vec<&str> = alerts["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["labels"]["alertname"].as_str())
-        .collect();
-    assert!(
-        names.iter().all(|n| *n == "FlowStoreNoRecentBackup"),
-        "alerts on a healthy store: {names:?}"
-    );
+    // alerts only the backup one may be on its way (no backup yet), and the
+    // disk one where this machine's disk is in fact nearly full. A passing
+    // hiccup of a loaded machine (one scrape slower than its 1 s timeout
+    // makes `up` 0) sets an alert pending that clears with it, so only one
+    // that stays is a rule firing on a healthy store.
+    let expected = expected_alerts(server.dir.path());
+    let seen = std::sync::Mutex::new(Vec::new());
+    prometheus
+        .wait_for("no alert but the expected ones", limit, || async {
+            let alerts = prometheus.api("/api/v1/alerts").await;
+            let unexpected: Vec<&serde_json::Value> = alerts["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| {
+                    let name = a["labels"]["alertname"].as_str().unwrap_or_default();
+                    !expected.contains(&name)
+                })
+                .collect();
+            // Said once per change of which alerts are on, with their values.
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let which = |a: &&serde_json::Value| {
+                format!(
+                    "{} ({})",
+                    text(&a["labels"]["alertname"]),
+                    text(&a["state"])
+                )
+            };
+            let now: Vec<String> = unexpected.iter().map(which).collect();
+            let mut seen = seen.lock().expect("the alerts seen");
+            if !unexpected.is_empty() && *seen != now {
+                let values: Vec<String> = unexpected
+                    .iter()
+                    .map(|a| format!("{} value {}", which(a), text(&a["value"])))
+                    .collect();
+                eprintln!("alerts on a healthy store, waiting for them to clear: {values:?}");
+            }
+            *seen = now;
+            unexpected.is_empty()
+        })
+        .await;
+}
+
+/// The shipped alerts that may be pending on a healthy store whose data
+/// lives in `data`: the backup one (no backup yet), and the disk one if the
+/// filesystem holding `data` has less than the rule's 10% free.
+fn expected_alerts(data: &Path) -> Vec<&'static str> {
+    let mut expected = vec!["FlowStoreNoRecentBackup"];
+    let free = fs2::available_space(data).expect("free space of the data directory");
+    let size = fs2::total_space(data).expect("size of the data directory's filesystem");
+    if (free as f64) < 0.10 * size as f64 {
+        eprintln!("this machine's disk has {free} of {size} bytes free: the disk alert may fire");
+        expected.push("FlowStoreDiskNearlyFull");
+    }
+    expected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
