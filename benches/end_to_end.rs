@@ -11,6 +11,11 @@
 //! started on core 0 (so it sizes itself for one core) and this process
 //! runs on core 1 (`taskset`), so the server's figure is per core. Asserts nothing; prints figures.
 //!
+//! A last phase measures the transport alone (TLS, HTTP/2, routing, the
+//! access log: requests refused 401 before any cryptography or storage) and
+//! prints the ceiling it and the floor together set: what a save or a load
+//! could reach if nothing else cost anything.
+//!
 //! Run: `cargo bench --bench end_to_end` (`-- --quick` for a short run,
 //! `-- --clients N` to change the concurrency, default 32). `-- --before
 //! PATH` first measures PATH, a release build of an earlier commit, in the
@@ -255,9 +260,9 @@ impl Bench {
                 let built = self.build_saves(tenant, bytes, count);
                 let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
                 let requests = built.into_iter().map(|(_, request)| request).collect();
-                saves.push(drive(&clients, requests, StatusCode::NO_CONTENT).await);
+                saves.push(self.drive(&clients, requests, StatusCode::NO_CONTENT).await);
                 let requests = self.build_loads(tenant, &ids);
-                loads.push(drive(&clients, requests, StatusCode::OK).await);
+                loads.push(self.drive(&clients, requests, StatusCode::OK).await);
             }
             saves.print(
                 &format!("save {label}"),
@@ -270,12 +275,104 @@ impl Bench {
                 Some(floor.loads_per_second()),
             );
         }
+        self.run_transport(plan, &clients, floor).await;
         let peak = self.server.sample();
         println!(
             "  server RSS after the run {:.1} MiB, peak {:.1} MiB",
             peak.rss_kib as f64 / 1024.0,
             peak.hwm_kib as f64 / 1024.0
         );
+    }
+
+    /// What a request costs the server with no cryptography and no
+    /// storage: save-shaped requests (1 KiB body, the same headers) whose
+    /// signature header is empty, which the server answers 401 before it
+    /// reads the body or verifies anything. TLS, HTTP/2, routing, the error
+    /// reply and the access log are all that run. Beside the floor, this
+    /// bounds what any save or load could reach on this stack: even if
+    /// everything else were free, a request would cost the floor plus this.
+    async fn run_transport(&self, plan: &Plan, clients: &[Client], floor: &CryptoFloor) {
+        let mut transport = Rounds::default();
+        for _ in 0..plan.rounds {
+            let requests = self.build_unsigned(1024, plan.small_requests);
+            transport.push(
+                self.drive(clients, requests, StatusCode::UNAUTHORIZED)
+                    .await,
+            );
+        }
+        transport.print("transport 1 KiB", 1024, None);
+        println!(
+            "    (refused 401 before any crypto or storage: TLS, HTTP/2, routing, the access log)"
+        );
+        let Some((seconds_each, _)) = transport.median_cpu() else {
+            return;
+        };
+        // The server's own CPU time per request, not the rate: the client
+        // may be what limits the rate of requests this cheap. Costs add:
+        // 1 / ceiling = 1 / floor + the transport's seconds per request.
+        let ceiling = |floor: f64| 1.0 / (1.0 / floor + seconds_each);
+        let (saves, loads) = (floor.saves_per_second(), floor.loads_per_second());
+        println!(
+            "    ceiling of the floor + the transport alone: save {:.0}/s = {:.2}x the floor, load {:.0}/s = {:.2}x",
+            ceiling(saves),
+            ceiling(saves) / saves,
+            ceiling(loads),
+            ceiling(loads) / loads,
+        );
+    }
+
+    /// [`drive`], with the server's CPU time over the round recorded.
+    async fn drive(
+        &self,
+        clients: &[Client],
+        requests: Vec<Prepared>,
+        expected: StatusCode,
+    ) -> Phase {
+        let before = self.server_cpu_seconds();
+        let mut phase = drive(clients, requests, expected).await;
+        phase.server_cpu = Some(self.server_cpu_seconds() - before);
+        phase
+    }
+
+    /// CPU seconds the server process has used so far, all threads, from
+    /// `/proc/<pid>/stat` (utime + stime, in the kernel's fixed USER_HZ of
+    /// 100 ticks a second).
+    fn server_cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.server.pid()))
+            .unwrap_or_default();
+        // The command name may hold spaces: fields count from after its ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are the 14th and 15th fields: the 12th and 13th after ')'.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// `count` save-shaped requests with `bytes` of body and an empty
+    /// signature header (so the server refuses them before any crypto).
+    fn build_unsigned(&self, bytes: usize, count: usize) -> Vec<Prepared> {
+        let body = Bytes::from(pseudo_random_text(bytes));
+        (0..count)
+            .map(|_| {
+                let tenant = Uuid::new_v4();
+                Prepared {
+                    method: Method::POST,
+                    path: format!("{BASE}/states/{tenant}"),
+                    headers: [
+                        (PLATFORM_KEY_HEADER, self.keys.platform_kid().to_string()),
+                        (RECEIVER_KEY_HEADER, self.keys.receiver_kid().to_string()),
+                        (SIGNATURE_HEADER, String::new()),
+                    ],
+                    body: body.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Saves alone, then saves while `flow-store backup` copies the store:
@@ -474,6 +571,8 @@ struct Phase {
     failures: usize,
     first_failure: Option<String>,
     elapsed: Duration,
+    /// The server's CPU seconds over the round, where measured.
+    server_cpu: Option<f64>,
 }
 
 impl Phase {
@@ -492,10 +591,42 @@ impl Rounds {
         self.0.push(phase);
     }
 
-    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
+    /// The rates of the rounds, slowest first.
+    fn sorted_rates(&self) -> Vec<f64> {
         let mut rates: Vec<f64> = self.0.iter().map(Phase::rate).collect();
         rates.sort_by(f64::total_cmp);
-        let rate = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        rates
+    }
+
+    /// The median round's rate.
+    fn median_rate(&self) -> f64 {
+        let rates = self.sorted_rates();
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// The median over the measured rounds of the server's CPU seconds per
+    /// answered request, with how busy that kept its core (CPU seconds per
+    /// second) in the same round.
+    fn median_cpu(&self) -> Option<(f64, f64)> {
+        let mut costs: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .filter(|p| !p.latencies.is_empty())
+            .filter_map(|p| {
+                let cpu = p.server_cpu?;
+                Some((
+                    cpu / p.latencies.len() as f64,
+                    cpu / p.elapsed.as_secs_f64(),
+                ))
+            })
+            .collect();
+        costs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        costs.get(costs.len() / 2).copied()
+    }
+
+    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
+        let rates = self.sorted_rates();
+        let rate = self.median_rate();
         let mut sorted: Vec<Duration> = self.0.iter().flat_map(|p| p.latencies.clone()).collect();
         sorted.sort();
         let pick = |q: f64| {
@@ -515,6 +646,13 @@ impl Rounds {
             sorted.len(),
             each.join(", "),
         );
+        if let Some((cost, busy)) = self.median_cpu() {
+            println!(
+                "                server CPU {:.0} us each, its core {:.0}% busy",
+                cost * 1e6,
+                busy * 100.0
+            );
+        }
         if let Some(failure) = self.0.iter().find_map(|p| p.first_failure.as_ref()) {
             println!("                first failure: {failure}");
         }
@@ -557,6 +695,7 @@ async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode
         failures: 0,
         first_failure: None,
         elapsed: Duration::ZERO,
+        server_cpu: None,
     };
     for task in tasks {
         let (latencies, failures) = task.await.expect("client task");
@@ -749,6 +888,7 @@ async fn drive_until(
                     failures: 0,
                     first_failure: None,
                     elapsed: Duration::ZERO,
+                    server_cpu: None,
                 };
                 while !done.load(std::sync::atomic::Ordering::SeqCst) {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -781,6 +921,7 @@ async fn drive_until(
         failures: 0,
         first_failure: None,
         elapsed: Duration::ZERO,
+        server_cpu: None,
     };
     for task in tasks {
         let phase = task.await.expect("client task");

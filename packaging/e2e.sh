@@ -66,6 +66,7 @@ WORK=""
 NSPAWN_PID=""
 IMMUTABLE=""
 LEADER=""
+ROOTFS_PID=""
 
 # --- Output -----------------------------------------------------------------
 step() {
@@ -213,10 +214,21 @@ poweroff() {
     LEADER=""
 }
 
+# Terminates $1 and everything it started (debootstrap under a subshell).
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+    kill -TERM "$1" 2>/dev/null || true
+}
+
 cleanup() {
     local rc=$?
     trap - ERR
     set +e
+    if [ -n "$ROOTFS_PID" ]; then
+        kill_tree "$ROOTFS_PID"
+        wait "$ROOTFS_PID" 2>/dev/null
+    fi
     poweroff
     if [ -n "$IMMUTABLE" ]; then
         chattr -i "$IMMUTABLE" 2>/dev/null
@@ -266,6 +278,39 @@ TLS="$WORK/tls"
 mkdir -p "$KEYS" "$TLS"
 info "work directory $WORK"
 
+# --- Pristine root file system (cached), made while the package builds ---
+# debootstrap waits on the network, the build on the CPU: they overlap.
+key=$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" minbase v1 | sha256sum | cut -c1-12)
+TARBALL="$CACHE_DIR/rootfs-$SUITE-$key.tar.zst"
+rootfs_tarball() {
+    (
+        # One builder at a time; a second run waits for the first one's tarball.
+        flock -w 1500 9 || die "cache lock $CACHE_DIR/.lock busy for 25 minutes"
+        if [ -f "$TARBALL" ]; then
+            info "cached: $TARBALL"
+            exit 0
+        fi
+        info "not cached: debootstrap $SUITE from $MIRROR (a few minutes)"
+        tmp=$(mktemp -d "$CACHE_DIR/debootstrap.XXXXXX")
+        trap 'rm -rf --one-file-system "$tmp"' EXIT
+        t0=$(date +%s)
+        if ! timeout 1200 debootstrap --variant=minbase --include="$INCLUDE" \
+            "$SUITE" "$tmp/root" "$MIRROR" >"$tmp/debootstrap.log" 2>&1; then
+            tail -n 30 "$tmp/debootstrap.log" >&2
+            [ ! -f "$tmp/root/debootstrap/debootstrap.log" ] || tail -n 30 "$tmp/root/debootstrap/debootstrap.log" >&2
+            die "debootstrap failed"
+        fi
+        rm -rf "$tmp/root/var/cache/apt/archives/"*.deb
+        info "debootstrap took $(($(date +%s) - t0))s; writing $TARBALL"
+        tar --numeric-owner --xattrs --xattrs-include='*' -C "$tmp/root" -c . |
+            zstd -q -T0 -o "$tmp/rootfs.tar.zst"
+        mv "$tmp/rootfs.tar.zst" "$TARBALL"
+    ) 9>"$CACHE_DIR/.lock"
+}
+ROOTFS_LOG="$WORK/rootfs.log"
+rootfs_tarball >"$ROOTFS_LOG" 2>&1 &
+ROOTFS_PID=$!
+
 # --- The package ---------------------------------------------------------
 if [ -n "${FLOW_STORE_DEB:-}" ]; then
     step "using the given package $FLOW_STORE_DEB"
@@ -282,33 +327,10 @@ dpkg-deb -x "$DEB" "$WORK/pkg"
 HOST_BIN="$WORK/pkg/usr/bin/flow-store"
 [ -x "$HOST_BIN" ] || die "the package has no usr/bin/flow-store"
 
-# --- Pristine root file system (cached) ----------------------------------
 step "pristine Debian $SUITE root file system"
-key=$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" minbase v1 | sha256sum | cut -c1-12)
-TARBALL="$CACHE_DIR/rootfs-$SUITE-$key.tar.zst"
-(
-    # One builder at a time; a second run waits for the first one's tarball.
-    flock -w 1500 9 || die "cache lock $CACHE_DIR/.lock busy for 25 minutes"
-    if [ -f "$TARBALL" ]; then
-        info "cached: $TARBALL"
-        exit 0
-    fi
-    info "not cached: debootstrap $SUITE from $MIRROR (a few minutes)"
-    tmp=$(mktemp -d "$CACHE_DIR/debootstrap.XXXXXX")
-    trap 'rm -rf --one-file-system "$tmp"' EXIT
-    t0=$(date +%s)
-    if ! timeout 1200 debootstrap --variant=minbase --include="$INCLUDE" \
-        "$SUITE" "$tmp/root" "$MIRROR" >"$tmp/debootstrap.log" 2>&1; then
-        tail -n 30 "$tmp/debootstrap.log" >&2
-        [ ! -f "$tmp/root/debootstrap/debootstrap.log" ] || tail -n 30 "$tmp/root/debootstrap/debootstrap.log" >&2
-        die "debootstrap failed"
-    fi
-    rm -rf "$tmp/root/var/cache/apt/archives/"*.deb
-    info "debootstrap took $(($(date +%s) - t0))s; writing $TARBALL"
-    tar --numeric-owner --xattrs --xattrs-include='*' -C "$tmp/root" -c . |
-        zstd -q -T0 -o "$tmp/rootfs.tar.zst"
-    mv "$tmp/rootfs.tar.zst" "$TARBALL"
-) 9>"$CACHE_DIR/.lock"
+wait "$ROOTFS_PID" || { ROOTFS_PID=""; cat "$ROOTFS_LOG" >&2; die "the root file system could not be made"; }
+ROOTFS_PID=""
+cat "$ROOTFS_LOG"
 # Older tarballs (another suite or package list) are not needed any more.
 find "$CACHE_DIR" -maxdepth 1 -name 'rootfs-*.tar.zst' ! -name "${TARBALL##*/}" -delete
 
