@@ -20,8 +20,7 @@
 #   CARGO_BUILD_JOBS  build parallelism (default: cargo's, every core)
 #   FUZZ_CODEGEN_UNITS  codegen units of the fuzz build (default: cargo-fuzz's,
 #                     1: the fastest fuzzing). `cargo test`'s 20-second smoke
-#                     run sets 16: its build then takes half the time, and
-#                     the build is most of that run.
+#                     run sets 16, since the build is most of that run.
 set -uo pipefail
 
 SECONDS_PER_TARGET="${1:-60}"
