@@ -334,24 +334,12 @@ impl Bench {
         phase
     }
 
-    /// CPU seconds the server process has used so far, all threads, from
-    /// `/proc/<pid>/stat` (utime + stime, in the kernel's fixed USER_HZ of
-    /// 100 ticks a second).
+    /// CPU seconds the server process has used so far, all threads.
     fn server_cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.server.pid()))
-            .unwrap_or_default();
-        // The command name may hold spaces: fields count from after its ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // utime and stime are the 14th and 15th fields: the 12th and 13th after ')'.
-        (ticks(11) + ticks(12)) / 100.0
+        std::fs::read_to_string(format!("/proc/{}/stat", self.server.pid()))
+            .ok()
+            .and_then(|stat| flow_store::metrics::process::cpu_seconds(&stat))
+            .unwrap_or(0.0)
     }
 
     /// `count` save-shaped requests with `bytes` of body and an empty
@@ -364,11 +352,7 @@ impl Bench {
                 Prepared {
                     method: Method::POST,
                     path: format!("{BASE}/states/{tenant}"),
-                    headers: [
-                        (PLATFORM_KEY_HEADER, self.keys.platform_kid().to_string()),
-                        (RECEIVER_KEY_HEADER, self.keys.receiver_kid().to_string()),
-                        (SIGNATURE_HEADER, String::new()),
-                    ],
+                    headers: self.headers(String::new()),
                     body: body.clone(),
                 }
             })
@@ -534,13 +518,18 @@ impl Bench {
         Prepared {
             method,
             path: path.to_string(),
-            headers: [
-                (PLATFORM_KEY_HEADER, self.keys.platform_kid().to_string()),
-                (RECEIVER_KEY_HEADER, self.keys.receiver_kid().to_string()),
-                (SIGNATURE_HEADER, signature),
-            ],
+            headers: self.headers(signature),
             body,
         }
+    }
+
+    /// The platform's three headers: both key ids and `signature`.
+    fn headers(&self, signature: String) -> [(&'static str, String); 3] {
+        [
+            (PLATFORM_KEY_HEADER, self.keys.platform_kid().to_string()),
+            (RECEIVER_KEY_HEADER, self.keys.receiver_kid().to_string()),
+            (SIGNATURE_HEADER, signature),
+        ]
     }
 }
 

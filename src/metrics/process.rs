@@ -40,13 +40,10 @@ impl ProcessSample {
     pub fn read() -> ProcessSample {
         let read = |path: &str| std::fs::read_to_string(path).ok();
         let stat = read("/proc/self/stat");
-        let ticks = |field: usize| stat.as_deref().and_then(|s| stat_field(s, field));
         let status = read("/proc/self/status");
         let kib = |name: &str| status.as_deref().and_then(|s| status_kib(s, name));
         ProcessSample {
-            cpu_seconds: ticks(14)
-                .zip(ticks(15))
-                .map(|(user, system)| (user + system) as f64 / USER_HZ),
+            cpu_seconds: stat.as_deref().and_then(cpu_seconds),
             resident_bytes: kib("VmRSS:").map(|k| k * 1024),
             virtual_bytes: kib("VmSize:").map(|k| k * 1024),
             open_fds: std::fs::read_dir("/proc/self/fd")
@@ -62,6 +59,13 @@ impl ProcessSample {
 /// Field `number` (1-based, as in proc(5)) of `/proc/<pid>/stat`. The
 /// command name (field 2) is in parentheses and may hold spaces and
 /// parentheses itself, so counting starts after the last `)`.
+/// User + system CPU seconds, all threads, from the text of a
+/// `/proc/<pid>/stat` (fields 14 and 15).
+pub fn cpu_seconds(stat: &str) -> Option<f64> {
+    let (user, system) = stat_field(stat, 14).zip(stat_field(stat, 15))?;
+    Some((user + system) as f64 / USER_HZ)
+}
+
 fn stat_field(stat: &str, number: usize) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
     // `rest` starts at field 3.
@@ -188,6 +192,8 @@ mod tests {
         assert_eq!(stat_field(&stat, 15), Some(50));
         assert_eq!(stat_field(&stat, 22), Some(22));
         assert_eq!(stat_field(&stat, 2), None);
+        assert_eq!(cpu_seconds(&stat), Some(3.0));
+        assert_eq!(cpu_seconds("garbage"), None);
         assert_eq!(stat_field("garbage", 14), None);
     }
 
