@@ -68,6 +68,8 @@ struct Plan {
     small_requests: usize,
     large_requests: usize,
     floor_seconds: f64,
+    /// Seconds per primitive of the floor measured again before each round.
+    round_floor_seconds: f64,
 }
 
 fn main() {
@@ -91,6 +93,7 @@ fn main() {
         small_requests: if quick { 640 } else { 3200 },
         large_requests: if quick { 64 } else { 320 },
         floor_seconds: if quick { 0.5 } else { 2.0 },
+        round_floor_seconds: if quick { 0.25 } else { 0.5 },
     };
     let before = args
         .iter()
@@ -125,7 +128,7 @@ fn main() {
     }
     for (binary, build) in before.iter().chain([&current]) {
         let bench = Bench::start(binary, *build, client_pinned);
-        runtime.block_on(bench.run(&plan, &floor));
+        runtime.block_on(bench.run(&plan));
     }
 }
 
@@ -236,7 +239,7 @@ impl Bench {
         }
     }
 
-    async fn run(&self, plan: &Plan, floor: &CryptoFloor) {
+    async fn run(&self, plan: &Plan) {
         println!(
             "\n  server   {}, pid {}, {}",
             self.binary.display(),
@@ -260,22 +263,20 @@ impl Bench {
                 let built = self.build_saves(tenant, bytes, count);
                 let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
                 let requests = built.into_iter().map(|(_, request)| request).collect();
-                saves.push(self.drive(&clients, requests, StatusCode::NO_CONTENT).await);
+                let now = measure_aws_lc(plan.round_floor_seconds);
+                let mut phase = self.drive(&clients, requests, StatusCode::NO_CONTENT).await;
+                phase.floor = Some(now.saves_per_second());
+                saves.push(phase);
                 let requests = self.build_loads(tenant, &ids);
-                loads.push(self.drive(&clients, requests, StatusCode::OK).await);
+                let now = measure_aws_lc(plan.round_floor_seconds);
+                let mut phase = self.drive(&clients, requests, StatusCode::OK).await;
+                phase.floor = Some(now.loads_per_second());
+                loads.push(phase);
             }
-            saves.print(
-                &format!("save {label}"),
-                bytes,
-                Some(floor.saves_per_second()),
-            );
-            loads.print(
-                &format!("load {label}"),
-                bytes,
-                Some(floor.loads_per_second()),
-            );
+            saves.print(&format!("save {label}"), bytes);
+            loads.print(&format!("load {label}"), bytes);
         }
-        self.run_transport(plan, &clients, floor).await;
+        self.run_transport(plan, &clients).await;
         let peak = self.server.sample();
         println!(
             "  server RSS after the run {:.1} MiB, peak {:.1} MiB",
@@ -291,7 +292,7 @@ impl Bench {
     /// reply and the access log are all that run. Beside the floor, this
     /// bounds what any save or load could reach on this stack: even if
     /// everything else were free, a request would cost the floor plus this.
-    async fn run_transport(&self, plan: &Plan, clients: &[Client], floor: &CryptoFloor) {
+    async fn run_transport(&self, plan: &Plan, clients: &[Client]) {
         let mut transport = Rounds::default();
         for _ in 0..plan.rounds {
             let requests = self.build_unsigned(1024, plan.small_requests);
@@ -300,7 +301,7 @@ impl Bench {
                     .await,
             );
         }
-        transport.print("transport 1 KiB", 1024, None);
+        transport.print("transport 1 KiB", 1024);
         println!(
             "    (refused 401 before any crypto or storage: TLS, HTTP/2, routing, the access log)"
         );
@@ -311,9 +312,10 @@ impl Bench {
         // may be what limits the rate of requests this cheap. Costs add:
         // 1 / ceiling = 1 / floor + the transport's seconds per request.
         let ceiling = |floor: f64| 1.0 / (1.0 / floor + seconds_each);
+        let floor = measure_aws_lc(plan.round_floor_seconds);
         let (saves, loads) = (floor.saves_per_second(), floor.loads_per_second());
         println!(
-            "    ceiling of the floor + the transport alone: save {:.0}/s = {:.2}x the floor, load {:.0}/s = {:.2}x",
+            "    ceiling of the floor (now {saves:.0} saves/s, {loads:.0} loads/s) + the transport alone: save {:.0}/s = {:.2}x the floor, load {:.0}/s = {:.2}x",
             ceiling(saves),
             ceiling(saves) / saves,
             ceiling(loads),
@@ -382,7 +384,7 @@ impl Bench {
             .collect();
         let mut rounds = Rounds::default();
         rounds.push(drive(&clients, alone, StatusCode::NO_CONTENT).await);
-        rounds.print("save, alone", 1024, None);
+        rounds.print("save, alone", 1024);
         // Enough saves to outlast the backup; only those answered while it
         // ran are counted.
         let during: Vec<Prepared> = self
@@ -424,7 +426,7 @@ impl Bench {
         );
         let mut rounds = Rounds::default();
         rounds.push(phase);
-        rounds.print("save, backup", 1024, None);
+        rounds.print("save, backup", 1024);
         let size = std::fs::metadata(&file).map_or(0, |m| m.len());
         let pause = self
             .server
@@ -562,9 +564,22 @@ struct Phase {
     elapsed: Duration,
     /// The server's CPU seconds over the round, where measured.
     server_cpu: Option<f64>,
+    /// The floor (requests/s of this kind) measured just before the round.
+    floor: Option<f64>,
 }
 
 impl Phase {
+    fn empty() -> Phase {
+        Phase {
+            latencies: Vec::new(),
+            failures: 0,
+            first_failure: None,
+            elapsed: Duration::ZERO,
+            server_cpu: None,
+            floor: None,
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -613,8 +628,29 @@ impl Rounds {
         costs.get(costs.len() / 2).copied()
     }
 
-    fn print(&self, name: &str, bytes: usize, floor: Option<f64>) {
-        let rates = self.sorted_rates();
+    /// The median over the rounds of their rate over the floor measured
+    /// just before each (this machine's speed drifts by 15-30% within an
+    /// hour, so one floor for the whole run would measure the drift too),
+    /// and the same by CPU time: the floor's seconds per request over the
+    /// server's.
+    fn median_ratios(&self) -> Option<(f64, Option<f64>)> {
+        let mut by_rate = Vec::new();
+        let mut by_cpu = Vec::new();
+        for phase in self.0.iter().filter(|p| !p.latencies.is_empty()) {
+            let Some(floor) = phase.floor else { continue };
+            by_rate.push(phase.rate() / floor);
+            if let Some(cpu) = phase.server_cpu.filter(|cpu| *cpu > 0.0) {
+                by_cpu.push(phase.latencies.len() as f64 / floor / cpu);
+            }
+        }
+        let median = |mut values: Vec<f64>| {
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied()
+        };
+        Some((median(by_rate)?, median(by_cpu)))
+    }
+
+    fn print(&self, name: &str, bytes: usize) {
         let rate = self.median_rate();
         let mut sorted: Vec<Duration> = self.0.iter().flat_map(|p| p.latencies.clone()).collect();
         sorted.sort();
@@ -625,8 +661,10 @@ impl Rounds {
         };
         let mib = rate * bytes as f64 / (1024.0 * 1024.0);
         let failures: usize = self.0.iter().map(|p| p.failures).sum();
-        let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-        let ratio = floor.map_or(String::new(), |f| format!("  {:.2}x the floor", rate / f));
+        // In the order run, beside the floors printed below.
+        let each: Vec<String> = self.0.iter().map(|p| format!("{:.0}", p.rate())).collect();
+        let ratios = self.median_ratios();
+        let ratio = ratios.map_or(String::new(), |(r, _)| format!("  {r:.2}x the floor"));
         println!(
             "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {failures}){ratio}  [rounds: {}/s]",
             pick(0.5),
@@ -640,6 +678,18 @@ impl Rounds {
                 "                server CPU {:.0} us each, its core {:.0}% busy",
                 cost * 1e6,
                 busy * 100.0
+            );
+        }
+        if let Some((_, by_cpu)) = ratios {
+            let floors: Vec<String> = self
+                .0
+                .iter()
+                .filter_map(|p| p.floor.map(|f| format!("{f:.0}")))
+                .collect();
+            let by_cpu = by_cpu.map_or(String::new(), |r| format!("; by CPU time {r:.2}x"));
+            println!(
+                "                floor just before each round {}/s{by_cpu}",
+                floors.join(", ")
             );
         }
         if let Some(failure) = self.0.iter().find_map(|p| p.first_failure.as_ref()) {
@@ -679,13 +729,7 @@ async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode
             })
         })
         .collect();
-    let mut phase = Phase {
-        latencies: Vec::new(),
-        failures: 0,
-        first_failure: None,
-        elapsed: Duration::ZERO,
-        server_cpu: None,
-    };
+    let mut phase = Phase::empty();
     for task in tasks {
         let (latencies, failures) = task.await.expect("client task");
         phase.latencies.extend(latencies);
@@ -749,16 +793,10 @@ impl CryptoFloor {
         }
     }
 
-    fn saves_per_second(&self) -> f64 {
-        self.server.saves_per_second()
-    }
-
-    fn loads_per_second(&self) -> f64 {
-        self.server.loads_per_second()
-    }
-
     fn print(&self) {
-        println!("  crypto floor, measured now; the ratios below are against the first:");
+        println!(
+            "  crypto floor at the start; the ratios below are against the first, measured again before each round:"
+        );
         self.server.print();
         self.openssl.print();
     }
@@ -872,13 +910,7 @@ async fn drive_until(
         .map(|client| {
             let (queue, done) = (Arc::clone(&queue), Arc::clone(&done));
             tokio::spawn(async move {
-                let mut phase = Phase {
-                    latencies: Vec::new(),
-                    failures: 0,
-                    first_failure: None,
-                    elapsed: Duration::ZERO,
-                    server_cpu: None,
-                };
+                let mut phase = Phase::empty();
                 while !done.load(std::sync::atomic::Ordering::SeqCst) {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some(prepared) = next else { break };
@@ -905,13 +937,7 @@ async fn drive_until(
             })
         })
         .collect();
-    let mut all = Phase {
-        latencies: Vec::new(),
-        failures: 0,
-        first_failure: None,
-        elapsed: Duration::ZERO,
-        server_cpu: None,
-    };
+    let mut all = Phase::empty();
     for task in tasks {
         let phase = task.await.expect("client task");
         all.latencies.extend(phase.latencies);

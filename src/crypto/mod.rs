@@ -8,6 +8,8 @@
 //! - [`compact`] splits and pre-checks compact serializations against strict
 //!   allow-lists before any key is touched, so josekit only ever sees tokens
 //!   of the exact shape the contract allows.
+//! - [`deflate`] is the `zip: DEF` of tokens: capped inflation, and one
+//!   compressor per thread, reused.
 //! - [`claims`] holds the time rules shared by both kinds of token.
 //!
 //! Algorithms are allow-lists, never library defaults: ES384 for every
@@ -16,6 +18,7 @@
 
 pub mod claims;
 pub mod compact;
+mod deflate;
 pub mod error;
 pub mod primitives;
 pub mod request;

@@ -7,11 +7,10 @@
 //! claims. Failures of form are 400s; failures of authenticity are 401s
 //! ([`TokenError::is_authentication_failure`]).
 
-use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::LazyLock;
 
-use josekit::jwe::{JweCompression, JweContext, JweDecrypter};
+use josekit::jwe::{JweContext, JweDecrypter};
 use josekit::jws::{JwsContext, JwsHeader as JosekitJwsHeader};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -19,6 +18,7 @@ use uuid::Uuid;
 
 use super::claims::{check_times, Audience, TimePolicy};
 use super::compact::{self, JweHeader, JwsHeader};
+use super::deflate::{CappedDeflate, InflationCapExceeded};
 use super::error::TokenError;
 use super::primitives::contract_jwe_context;
 use super::request::{verify_es384, PLATFORM_ISSUER};
@@ -50,64 +50,10 @@ fn content_encryption(enc: &str) -> Option<(usize, usize)> {
 static REPLY_JWE: LazyLock<JweContext> = LazyLock::new(|| {
     let mut jwe = contract_jwe_context();
     jwe.remove_compression("DEF");
-    jwe.add_compression(Box::new(CappedDeflate { limit: 0 }));
+    jwe.add_compression(Box::new(CappedDeflate::new(0)));
     jwe
 });
 static REPLY_JWS: LazyLock<JwsContext> = LazyLock::new(JwsContext::new);
-
-/// DEFLATE that refuses to inflate past a cap, so a small token cannot
-/// expand into gigabytes (a "zip bomb").
-#[derive(Debug, Clone)]
-struct CappedDeflate {
-    limit: u64,
-}
-
-#[derive(Debug)]
-struct InflationCapExceeded;
-
-impl fmt::Display for InflationCapExceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("inflated plaintext exceeds the cap")
-    }
-}
-
-impl std::error::Error for InflationCapExceeded {}
-
-impl JweCompression for CappedDeflate {
-    fn name(&self) -> &str {
-        "DEF"
-    }
-
-    // Level 1, not josekit's default 6: on a 256 KiB reply, level 6 took
-    // over half of the server's time (profile in docs/performance.md), and
-    // state JSON compresses nearly as well at level 1.
-    fn compress(&self, message: &[u8]) -> Result<Vec<u8>, io::Error> {
-        let mut encoder = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(message.len() / 2),
-            flate2::Compression::fast(),
-        );
-        encoder.write_all(message)?;
-        encoder.finish()
-    }
-
-    fn decompress(&self, data: &[u8]) -> Result<Vec<u8>, io::Error> {
-        let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(data)
-            .take(self.limit.saturating_add(1))
-            .read_to_end(&mut out)?;
-        if out.len() as u64 > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                InflationCapExceeded,
-            ));
-        }
-        Ok(out)
-    }
-
-    fn box_clone(&self) -> Box<dyn JweCompression> {
-        Box::new(self.clone())
-    }
-}
 
 /// Opens state tokens; built once, shared by all requests.
 #[derive(Debug)]
@@ -148,9 +94,7 @@ impl StateTokenOpener {
     pub fn new(max_inflated_bytes: u64, skew_seconds: i64) -> Self {
         let mut jwe = contract_jwe_context();
         jwe.remove_compression("DEF");
-        jwe.add_compression(Box::new(CappedDeflate {
-            limit: max_inflated_bytes,
-        }));
+        jwe.add_compression(Box::new(CappedDeflate::new(max_inflated_bytes)));
         Self {
             jwe,
             max_inflated_bytes,
