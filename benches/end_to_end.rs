@@ -595,17 +595,9 @@ impl Rounds {
         self.0.push(phase);
     }
 
-    /// The rates of the rounds, slowest first.
-    fn sorted_rates(&self) -> Vec<f64> {
-        let mut rates: Vec<f64> = self.0.iter().map(Phase::rate).collect();
-        rates.sort_by(f64::total_cmp);
-        rates
-    }
-
     /// The median round's rate.
     fn median_rate(&self) -> f64 {
-        let rates = self.sorted_rates();
-        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+        median(self.0.iter().map(Phase::rate).collect()).unwrap_or(0.0)
     }
 
     /// The median over the measured rounds of the server's CPU seconds per
@@ -643,10 +635,6 @@ impl Rounds {
                 by_cpu.push(phase.latencies.len() as f64 / floor / cpu);
             }
         }
-        let median = |mut values: Vec<f64>| {
-            values.sort_by(f64::total_cmp);
-            values.get(values.len() / 2).copied()
-        };
         Some((median(by_rate)?, median(by_cpu)))
     }
 
@@ -696,6 +684,12 @@ impl Rounds {
             println!("                first failure: {failure}");
         }
     }
+}
+
+/// The middle value (the upper one of an even count), if there is any.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// Sends every request over `clients`, one in flight per client; every
