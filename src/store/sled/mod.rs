@@ -4,8 +4,10 @@
 //! write returns only after a `flush` that started after it, which fsyncs
 //! sled's log; concurrent writers share that flush ([`group_commit`]). [`SledStore`]
 //! is the [`Store`] the service holds: it queues saves and deletes to one
-//! writer thread that flushes them in batches ([`writer`]), runs every other
-//! call on a blocking thread, and bounds each by [`STORAGE_TIMEOUT`].
+//! writer thread that flushes them in batches ([`writer`]), answers a load
+//! on the async worker itself when memory alone can, without waiting
+//! ([`Database::get_in_memory`]), runs every other call on a blocking
+//! thread, and bounds each by [`STORAGE_TIMEOUT`].
 //!
 //! Everything sled-specific lives here: the on-disk layout ([`codec`]), the
 //! free-space guard, the storage timeout and [`StoreError::Stuck`].
@@ -110,6 +112,13 @@ impl Store for SledStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<State>, StoreError> {
+        // Handing a read to a blocking thread and back costs a load ~8% of
+        // its CPU on one core ("Where a load's read runs" in
+        // docs/performance.md), so a read that memory alone can answer runs
+        // here; one that might wait goes to the pool, under the timeout.
+        if let Some(found) = self.db.get_in_memory(tenant, id, now) {
+            return found;
+        }
         self.call(move |db| db.get(tenant, id, now)).await
     }
 
@@ -155,6 +164,20 @@ impl Store for SledStore {
         });
         Ok(snapshot)
     }
+}
+
+/// The state stored for (tenant, id), unless absent or expired at `now`.
+fn unexpired(
+    tenant: Uuid,
+    id: Uuid,
+    value: Option<sled::IVec>,
+    now: OffsetDateTime,
+) -> Result<Option<State>, StoreError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let state = codec::decode(tenant, id, &value)?;
+    Ok((!state.is_expired(now)).then_some(state))
 }
 
 /// Runs `f` on a blocking thread; [`StoreError::Stuck`] if it has not
@@ -341,15 +364,29 @@ impl Database {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<State>, StoreError> {
-        let Some(value) = self
+        let value = self
             .states
             .get(codec::state_key(tenant, id))
-            .map_err(|e| self.err(e))?
-        else {
-            return Ok(None);
-        };
-        let state = codec::decode(tenant, id, &value)?;
-        Ok((!state.is_expired(now)).then_some(state))
+            .map_err(|e| self.err(e))?;
+        unexpired(tenant, id, value, now)
+    }
+
+    /// [`Database::get`] if memory alone can answer it, without waiting on
+    /// the disk, a transaction, or a split or merge of sled's tree (which a
+    /// plain sled read helps along, writing to sled's log); `None` when it
+    /// cannot, and then only [`Database::get`] can.
+    pub fn get_in_memory(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Option<Result<Option<State>, StoreError>> {
+        // An error here (the tree dropped) is left to `get` to report.
+        let value = self
+            .states
+            .get_in_memory(codec::state_key(tenant, id))
+            .ok()??;
+        Some(unexpired(tenant, id, value, now))
     }
 
     /// Deletes (tenant, id) for each id atomically; unknown ids are ignored.
@@ -913,6 +950,143 @@ mod tests {
         drop(cut);
         // A second cut is possible once the first is dropped.
         store.cut().unwrap();
+    }
+
+    /// What memory answers for (t, i), asked until it does: sled's tree
+    /// lock is one per process, so a transaction of any test running
+    /// beside this one makes memory give up for that moment.
+    fn from_memory(store: &Database, t: Uuid, i: Uuid) -> Option<State> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(found) = store.get_in_memory(t, i, at(NOW)) {
+                return found.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "memory never answered"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// A database just opened has its pages on disk: memory alone cannot
+    /// answer, `get` pages them in, and from then on memory can.
+    #[test]
+    fn a_read_from_memory_leaves_pages_on_disk_to_get() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+            store
+                .save_all(&[state(t, i, NOW, None, "on disk")])
+                .unwrap();
+        }
+        let store = reopen(dir.path());
+        assert!(store.get_in_memory(t, i, at(NOW)).is_none());
+        assert_eq!(
+            store.get(t, i, at(NOW)).unwrap().unwrap().content,
+            "on disk"
+        );
+        assert_eq!(from_memory(&store, t, i).unwrap().content, "on disk");
+        assert!(from_memory(&store, t, Uuid::new_v4()).is_none());
+    }
+
+    /// A read from memory gives up instead of waiting for a transaction,
+    /// which holds sled's tree lock from its start to its commit.
+    #[test]
+    fn a_read_from_memory_does_not_wait_for_a_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
+        store.save_all(&[state(t, i, NOW, None, "x")]).unwrap();
+        assert_eq!(from_memory(&store, t, i).unwrap().content, "x");
+        let (started, release) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let (started_tx, started_rx) = started;
+        let (release_tx, release_rx) = release;
+        let meta = store.meta.clone();
+        let holder = std::thread::spawn(move || {
+            let release_rx = Mutex::new(release_rx);
+            meta.transaction(|_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.lock().map(|rx| rx.recv());
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .unwrap();
+        });
+        started_rx.recv().unwrap();
+        let answer = store.get_in_memory(t, i, at(NOW));
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(answer.is_none(), "read past a transaction's lock");
+        assert_eq!(from_memory(&store, t, i).unwrap().content, "x");
+    }
+
+    /// While a writer grows and shrinks the tree (splits and merges of
+    /// sled's pages), every answer from memory is the one `get` gives: a
+    /// state saved before the readers started is found, one deleted
+    /// before is not.
+    #[test]
+    fn reads_from_memory_agree_with_get_under_splits_and_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Database::open(dir.path(), TEST_CACHE_BYTES).unwrap();
+        let tenant = Uuid::new_v4();
+        let kept: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+        let gone: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+        let save = |ids: &[Uuid]| {
+            let states: Vec<State> = ids
+                .iter()
+                .map(|id| state(tenant, *id, NOW, None, &id.to_string()))
+                .collect();
+            store.save_all(&states).unwrap();
+        };
+        save(&kept);
+        save(&gone);
+        store.delete_all(tenant, &gone).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (store.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let churn: Vec<State> = (0..300)
+                        .map(|_| state(tenant, Uuid::new_v4(), NOW, None, &"c".repeat(200)))
+                        .collect();
+                    store.save_all(&churn).unwrap();
+                    let ids: Vec<Uuid> = churn.iter().map(|s| s.id).collect();
+                    store.delete_all(tenant, &ids).unwrap();
+                }
+            })
+        };
+        let mut answered = 0;
+        for round in 0..40 {
+            for (index, id) in kept.iter().chain(&gone).enumerate() {
+                let Some(found) = store.get_in_memory(tenant, *id, at(NOW)) else {
+                    continue;
+                };
+                answered += 1;
+                let found = found.unwrap();
+                if index < kept.len() {
+                    let content = found.map(|s| s.content);
+                    assert_eq!(content, Some(id.to_string()), "round {round}");
+                } else {
+                    assert!(
+                        found.is_none(),
+                        "a deleted state came back in round {round}"
+                    );
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(answered > 0, "memory never answered");
+        // `get` first: it finishes any split or merge the writer left.
+        for id in kept.iter().chain(&gone) {
+            let from_get = store.get(tenant, *id, at(NOW)).unwrap();
+            let in_memory = from_memory(&store, tenant, *id);
+            assert_eq!(in_memory.map(|s| s.content), from_get.map(|s| s.content));
+        }
     }
 
     #[test]

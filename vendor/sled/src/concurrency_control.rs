@@ -59,6 +59,11 @@ pub(crate) fn write<'a>() -> Protector<'a> {
     CONCURRENCY_CONTROL.write()
 }
 
+/// flow-store: [`read`] that gives up instead of waiting for a writer.
+pub(crate) fn try_read<'a>() -> Option<Protector<'a>> {
+    CONCURRENCY_CONTROL.try_read()
+}
+
 impl ConcurrencyControl {
     fn enable(&self) {
         if self.active.fetch_or(RW_REQUIRED_BIT, SeqCst) < RW_REQUIRED_BIT {
@@ -86,6 +91,26 @@ impl ConcurrencyControl {
         } else {
             Protector::None(&self.active)
         }
+    }
+
+    fn try_read(&self) -> Option<Protector<'_>> {
+        let active = self.active.fetch_add(1, Release);
+
+        let protector = if active >= RW_REQUIRED_BIT {
+            self.active.fetch_sub(1, Release);
+            Protector::Read(self.rw.try_read()?)
+        } else {
+            Protector::None(&self.active)
+        };
+
+        #[cfg(feature = "testing")]
+        COUNT.with(|c| {
+            let mut c = c.borrow_mut();
+            *c += 1;
+            assert_eq!(*c, 1);
+        });
+
+        Some(protector)
     }
 
     fn write(&self) -> Protector<'_> {

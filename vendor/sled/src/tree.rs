@@ -423,6 +423,72 @@ impl Tree {
         }
     }
 
+    /// flow-store: [`Tree::get`] that never waits. `Some(value)` is what
+    /// `get` would return; `None` means the read would have had to wait,
+    /// so ask `get` instead: a page of the path is not in memory (paging
+    /// it in reads the file), a transaction holds the tree, or a split or
+    /// merge is under way. `get` helps such a split or merge along, which
+    /// writes to the log, and on a handle wedged by an I/O error that
+    /// write never returns; this read only reads memory.
+    pub fn get_in_memory<K: AsRef<[u8]>>(
+        &self,
+        key: K,
+    ) -> Result<Option<Option<IVec>>> {
+        let guard = pin();
+        let _cc = match concurrency_control::try_read() {
+            Some(cc) => cc,
+            None => return Ok(None),
+        };
+        let key = key.as_ref();
+        Ok(self
+            .view_for_key_in_memory(key, &guard)?
+            .map(|view| view.leaf_pair_for_key(key).map(|kv| kv.1.clone())))
+    }
+
+    /// flow-store: the leaf for `key` through pages already in memory,
+    /// following right siblings past a half-done split (a B-link tree's
+    /// reads need nothing more) and helping no split or merge; `None`
+    /// wherever `view_for_key` would page in, help, or retry.
+    fn view_for_key_in_memory<'g>(
+        &self,
+        key: &[u8],
+        guard: &'g Guard,
+    ) -> Result<Option<View<'g>>> {
+        // Root to leaf is a handful of pages; a walk longer than this is
+        // racing structure changes, which `view_for_key` sorts out.
+        const MAX_STEPS: usize = 64;
+
+        let mut cursor = self.root.load(Acquire);
+        for _ in 0..MAX_STEPS {
+            if cursor == u64::max_value() {
+                return Err(Error::CollectionNotFound(self.tree_id.clone()));
+            }
+            let node_view = match self.context.pagecache.get_resident(cursor, guard) {
+                Some(node_view) => node_view,
+                None => return Ok(None),
+            };
+            let view = View { node_view, pid: cursor, size: node_view.0.log_size() };
+            if view.merging_child.is_some() || view.merging {
+                return Ok(None);
+            }
+            if key < view.lo.as_ref() {
+                return Ok(None);
+            }
+            if key >= view.hi.as_ref() && !view.hi.is_empty() {
+                match view.next {
+                    Some(next) => cursor = next.get(),
+                    None => return Ok(None),
+                }
+                continue;
+            }
+            if !view.data.is_index() {
+                return Ok(Some(view));
+            }
+            cursor = view.index_next_node(key).1;
+        }
+        Ok(None)
+    }
+
     pub(crate) fn get_inner(
         &self,
         key: &[u8],

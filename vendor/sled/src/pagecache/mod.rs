@@ -1647,6 +1647,31 @@ impl PageCache {
     }
 
     /// Try to retrieve a page by its logical ID.
+    /// flow-store: [`PageCache::get`] of a page already in memory, or
+    /// `None` (absent, free, or on disk: paging it in reads the file, and
+    /// that may wait on a stalled disk). Never does I/O.
+    pub(crate) fn get_resident<'g>(
+        &self,
+        pid: PageId,
+        guard: &'g Guard,
+    ) -> Option<NodeView<'g>> {
+        if pid == COUNTER_PID || pid == META_PID || pid == BATCH_MANIFEST_PID {
+            return None;
+        }
+        let page_view = self.inner.get(pid, guard)?;
+        if page_view.is_free() || page_view.update.is_none() {
+            return None;
+        }
+        // The same cache accounting as `get`: evicting is an in-memory
+        // compare-and-swap, and a page read only here must still count as
+        // recently used.
+        let to_evict = self.lru.accessed(pid, page_view.log_size(), guard);
+        if !to_evict.is_empty() && self.page_out(to_evict, guard).is_err() {
+            return None;
+        }
+        Some(NodeView(page_view))
+    }
+
     pub(crate) fn get<'g>(
         &self,
         pid: PageId,
