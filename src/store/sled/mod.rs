@@ -112,8 +112,8 @@ impl Store for SledStore {
         id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<State>, StoreError> {
-        // Handing a read to a blocking thread and back costs a load ~8% of
-        // its CPU on one core ("Where a load's read runs" in
+        // Handing a read to a blocking thread and back cost a load up to 8%
+        // of its CPU on one core ("Where a load's read runs" in
         // docs/performance.md), so a read that memory alone can answer runs
         // here; one that might wait goes to the pool, under the timeout.
         if let Some(found) = self.db.get_in_memory(tenant, id, now) {
