@@ -1646,7 +1646,6 @@ impl PageCache {
         }
     }
 
-    /// Try to retrieve a page by its logical ID.
     /// flow-store: [`PageCache::get`] of a page already in memory, or
     /// `None` (absent, free, or on disk: paging it in reads the file, and
     /// that may wait on a stalled disk). Never does I/O.
@@ -1672,6 +1671,7 @@ impl PageCache {
         Some(NodeView(page_view))
     }
 
+    /// Try to retrieve a page by its logical ID.
     pub(crate) fn get<'g>(
         &self,
         pid: PageId,
