@@ -1000,12 +1000,8 @@ mod tests {
         let (t, i) = (Uuid::new_v4(), Uuid::new_v4());
         store.save_all(&[state(t, i, NOW, None, "x")]).unwrap();
         assert_eq!(from_memory(&store, t, i).unwrap().content, "x");
-        let (started, release) = (
-            std::sync::mpsc::channel::<()>(),
-            std::sync::mpsc::channel::<()>(),
-        );
-        let (started_tx, started_rx) = started;
-        let (release_tx, release_rx) = release;
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let meta = store.meta.clone();
         let holder = std::thread::spawn(move || {
             let release_rx = Mutex::new(release_rx);
