@@ -372,11 +372,9 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
 }
 
 fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("flow-store")
-        .build()
-        .context("starting the async runtime")?;
+    let flavor = crate::server::runtime::Flavor::for_this_process();
+    let runtime = crate::server::runtime::build(flavor).context("starting the async runtime")?;
+    log::info!("{}", flavor.describe());
     let app = runtime.block_on(App::open(config, Arc::new(SystemClock)))?;
     let addr = config.listen_addr().context("server.listen")?;
     let api = app::bind(addr, "server.listen")?;

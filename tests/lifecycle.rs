@@ -2,7 +2,8 @@
 //! `restart.rs`, run on each engine): "204 means durable" (SIGKILL right after a 204), graceful shutdown that
 //! completes an in-flight request and exits 0 on SIGTERM, and refusing to
 //! start when the port is taken, the certificate or key is unreadable or
-//! mismatched, or the database is locked by another flow-store.
+//! mismatched, or the database is locked by another flow-store; and the
+//! async runtime it picks for the CPUs it may use (one thread on one CPU).
 
 use std::time::Duration;
 
@@ -63,6 +64,64 @@ async fn a_204_is_durable_even_if_the_process_is_killed() {
         .unwrap_or_else(|f| panic!("did not restart after SIGKILL: {f:?}"));
     assert_eq!(run.content(&t, &c).await, "\"c\"");
     assert_eq!(run.content(&t, &a).await, "\"a\"");
+    run.terminate().await;
+}
+
+/// With one CPU the binary runs tokio's current-thread runtime
+/// (`server::runtime`), and with more a worker per CPU: concurrent clients
+/// save, load and delete through that one thread (the writer thread and
+/// the blocking pool beside it), it drains and exits 0 on SIGTERM, and
+/// what it acknowledged is there after a restart on every CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_on_one_cpu_runs_one_thread_and_serves_concurrent_clients() {
+    let d = Deployment::new();
+    let run = d
+        .spawn_on_one_cpu()
+        .unwrap_or_else(|f| panic!("did not start on one CPU: {f:?}"));
+    let log = run.stderr_text();
+    assert!(
+        log.contains("async runtime: one thread (1 CPU available)"),
+        "pinned to one CPU, the binary must say it runs one thread; log:\n{log}"
+    );
+    let run = std::sync::Arc::new(run);
+    let t = uuid();
+    let mut clients = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let (run, t) = (std::sync::Arc::clone(&run), t.clone());
+        clients.spawn(async move {
+            let (gone, kept) = (uuid(), uuid());
+            let content = format!("\"client {n}\"");
+            run.save_ok(&t, &gone, &content, "2024-01-01T00:00:00Z")
+                .await;
+            run.save_ok(&t, &kept, &content, "2024-01-01T00:00:00Z")
+                .await;
+            assert_eq!(run.content(&t, &gone).await, content);
+            run.delete(&t, &[&gone]).await.expect_status(204);
+            run.expect_absent(&t, &gone).await;
+            (kept, content)
+        });
+    }
+    let kept = clients.join_all().await;
+    run.health().await.expect_status(200);
+    let run = std::sync::Arc::into_inner(run).expect("every client is done");
+    run.terminate().await;
+
+    let run = d
+        .spawn()
+        .unwrap_or_else(|f| panic!("did not restart: {f:?}"));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected = match cpus {
+        1 => "async runtime: one thread (1 CPU available)".to_string(),
+        n => format!("async runtime: {n} worker threads ({n} CPUs available)"),
+    };
+    let log = run.stderr_text();
+    assert!(
+        log.contains(&expected),
+        "expected {expected:?}; log:\n{log}"
+    );
+    for (id, content) in &kept {
+        assert_eq!(&run.content(&t, id).await, content);
+    }
     run.terminate().await;
 }
 

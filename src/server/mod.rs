@@ -13,6 +13,7 @@
 //! One bad client never stops the loop: failed handshakes are logged at
 //! debug level, accept errors are logged and retried with backoff.
 
+pub mod runtime;
 pub mod shutdown;
 pub mod tls;
 

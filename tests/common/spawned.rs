@@ -86,9 +86,28 @@ impl Deployment {
 
     /// As [`Deployment::spawn`], with extra environment variables.
     pub fn spawn_with_env(&self, env: &[(&str, &str)]) -> Result<Running, Failed> {
+        self.spawn_program(Path::new(env!("CARGO_BIN_EXE_flow-store")), env)
+    }
+
+    /// As [`Deployment::spawn`], with the binary allowed one CPU only (the
+    /// first this test may use), through `taskset`, as an operator pins it.
+    pub fn spawn_on_one_cpu(&self) -> Result<Running, Failed> {
+        let cpu = first_allowed_cpu();
+        let wrapper = self.dir.path().join("flow-store-on-one-cpu");
+        let script = format!(
+            "#!/bin/sh\nexec taskset -c {cpu} '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_flow-store")
+        );
+        std::fs::write(&wrapper, script).unwrap();
+        set_mode(&wrapper, 0o755);
+        self.spawn_program(&wrapper, &[])
+    }
+
+    /// Starts `program serve --config …` (the binary, or a wrapper that
+    /// execs it, so the process is the server's).
+    fn spawn_program(&self, program: &Path, env: &[(&str, &str)]) -> Result<Running, Failed> {
         let gate = gate::shared();
-        let binary = Path::new(env!("CARGO_BIN_EXE_flow-store"));
-        let process = match ServerProcess::spawn(binary, &self.config_path(), env) {
+        let process = match ServerProcess::spawn(program, &self.config_path(), env) {
             Ok(process) => process,
             Err(SpawnError::Exited { status, log }) => {
                 return Err(Failed {
@@ -168,6 +187,20 @@ pub fn run_bounded(command: &mut std::process::Command) -> std::process::Output 
             panic!("{command:?} did not finish within a minute");
         }
     }
+}
+
+/// The lowest-numbered CPU this process may run on (`Cpus_allowed_list`
+/// in `/proc/self/status`, e.g. `0-1` or `2,5-7`).
+fn first_allowed_cpu() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status");
+    let first = list.trim().split([',', '-']).next().unwrap_or_default();
+    first
+        .parse()
+        .unwrap_or_else(|_| panic!("unexpected Cpus_allowed_list {list:?}"))
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
