@@ -372,7 +372,7 @@ fn serve(config: Option<PathBuf>, dev: bool) -> ExitCode {
 }
 
 fn run_server(config: &Config, dev: bool) -> anyhow::Result<()> {
-    let flavor = crate::server::runtime::Flavor::for_this_process();
+    let flavor = crate::server::runtime::Flavor::for_this_process()?;
     let runtime = crate::server::runtime::build(flavor).context("starting the async runtime")?;
     log::info!("{}", flavor.describe());
     let app = runtime.block_on(App::open(config, Arc::new(SystemClock)))?;

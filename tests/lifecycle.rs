@@ -125,6 +125,40 @@ async fn binary_on_one_cpu_runs_one_thread_and_serves_concurrent_clients() {
     run.terminate().await;
 }
 
+/// `TOKIO_WORKER_THREADS` sets the worker count, as tokio's default did,
+/// and the log says so; a value that is no count stops the start with a
+/// message naming the variable (tokio itself would panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_takes_its_worker_count_from_tokio_worker_threads() {
+    let d = Deployment::new();
+    let run = d
+        .spawn_with_env(&[("TOKIO_WORKER_THREADS", "3")])
+        .unwrap_or_else(|f| panic!("did not start with 3 workers: {f:?}"));
+    let log = run.stderr_text();
+    assert!(
+        log.contains("async runtime: 3 worker threads (TOKIO_WORKER_THREADS)"),
+        "log:\n{log}"
+    );
+    let (t, id) = (uuid(), uuid());
+    run.save_ok(&t, &id, "\"three workers\"", "2024-01-01T00:00:00Z")
+        .await;
+    assert_eq!(run.content(&t, &id).await, "\"three workers\"");
+    run.terminate().await;
+
+    let refused = match d.spawn_with_env(&[("TOKIO_WORKER_THREADS", "zero")]) {
+        Ok(_) => panic!("TOKIO_WORKER_THREADS=zero must stop the start"),
+        Err(failed) => failed,
+    };
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("TOKIO_WORKER_THREADS=\"zero\" is not a number of worker threads"),
+        "{}",
+        refused.stderr
+    );
+}
+
 async fn kill(run: &mut crate::common::Running) {
     run.signal("KILL");
     run.wait_exit(Duration::from_secs(10)).await;
