@@ -16,8 +16,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Variables the server must not inherit from whoever runs the harness:
 /// they would change its settings (`FLOW_STORE_*`), add stores (the Java
 /// reference store's key variables, the runtime's worker count), send its
-/// log to the journal or talk to a systemd that is not its manager. Names equal to an entry or
-/// starting with an entry that ends in `_` are removed.
+/// log to the journal or talk to a systemd that is not its manager. Names
+/// equal to an entry or starting with an entry that ends in `_` are
+/// removed.
 const INHERITED_NOT: [&str; 9] = [
     "FLOW_STORE_",
     "PLATFORM_KEY",
