@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use crate::common::{
-    compact_header, deflate_bomb, state_claims, uuid, Platform, StoreKeys, TokenOpts, T0,
+    compact_header, deflate_bomb, state_claims, syscalls, uuid, Platform, StoreKeys, TokenOpts, T0,
 };
 use josekit::jwe::{self, JweContext};
 use josekit::jws;
@@ -96,4 +96,35 @@ fn request_signatures_carry_the_contract_claims() {
     assert_eq!(claims["aud"], "t");
     assert_eq!(claims["path"], "/api/storage/1/states/t");
     assert_eq!(claims["exp"], T0 + 240);
+}
+
+/// The strace reader the durability test relies on.
+#[test]
+fn parses_whole_split_and_failed_calls() {
+    let text = "\
+101 1700000000.100000 fdatasync(7</d/db>) = 0 <0.000250>
+102  1700000000.200000 fsync(9</d/blobs/42> <unfinished ...>
+101 1700000000.200100 sync_file_range(7</d/db>, 0, 4096, 7) = 0 <0.000010>
+102  1700000000.201000 <... fsync resumed>) = 0 <0.001000>
+103 1700000000.300000 fsync(3</d/blobs>) = -1 EIO (Input/output error) <0.000005>
+101 1700000000.400000 +++ exited with 0 +++
+";
+    let calls = syscalls::parse(text);
+    let summary: Vec<_> = calls
+        .iter()
+        .map(|c| (c.name.as_str(), c.path.to_str().unwrap(), c.result))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("fdatasync", "/d/db", 0),
+            ("sync_file_range", "/d/db", 0),
+            ("fsync", "/d/blobs/42", 0),
+            ("fsync", "/d/blobs", -1),
+        ]
+    );
+    assert!((calls[0].returned - 1700000000.10025).abs() < 1e-6);
+    assert!((calls[2].entered - 1700000000.2).abs() < 1e-6);
+    assert!((calls[2].returned - 1700000000.201).abs() < 1e-6);
+    assert!(calls[0].is_durable() && !calls[1].is_durable() && !calls[3].is_durable());
 }

@@ -55,6 +55,7 @@ mod on_postgres {
 mod backup;
 mod config;
 mod docs;
+mod durability;
 mod harness;
 mod lifecycle;
 mod metrics;

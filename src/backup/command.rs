@@ -382,6 +382,14 @@ fn restore_to_sled(
     }
     std::fs::rename(&staging, target)
         .map_err(io("cannot move the restored database to", target))?;
+    // The rename is durable once the directory holding both names is.
+    let parent = target
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot flush the directory", parent))?;
     Ok(restored)
 }
 

@@ -29,6 +29,7 @@ pub mod prometheus;
 pub mod scrape;
 pub mod server;
 pub mod spawned;
+pub mod syscalls;
 pub mod tls;
 pub mod tokens;
 

@@ -236,6 +236,11 @@ impl Running {
             .unwrap_or_else(|e| panic!("kill -{sig}: {e}"));
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         self.process.try_wait().is_none()

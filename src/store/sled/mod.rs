@@ -1,8 +1,10 @@
 //! The sled engine: one embedded database on local disk, the single-node
 //! default. [`Database`] is the synchronous core (sled is synchronous):
 //! a save or delete of several states is one sled transaction, and every
-//! write returns only after a `flush` that started after it, which fsyncs
-//! sled's log; concurrent writers share that flush ([`group_commit`]). [`SledStore`]
+//! write returns only after a `flush` that started after it, which
+//! `fdatasync`s sled's log (the vendored sled's patch: upstream leaves it in
+//! the drive's cache); concurrent writers share that flush
+//! ([`group_commit`]). [`SledStore`]
 //! is the [`Store`] the service holds: it queues saves and deletes to one
 //! writer thread that flushes them in batches ([`writer`]), answers a load
 //! on the async worker itself when memory alone can, without waiting
@@ -262,6 +264,9 @@ impl Database {
             })?;
         }
         let db = open_sled(path, cache_bytes)?;
+        sync_directory_entries(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot sync the directory {}: {e}", path.display()))
+        })?;
         let err = |e| sled_error(e, path);
         let store = Database {
             states: db.open_tree(STATES_TREE).map_err(err)?,
@@ -577,6 +582,21 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
         .cache_capacity(cache_bytes)
         .open()
         .map_err(|e| sled_error(e, path))
+}
+
+/// Makes the names in `path` durable (sled's `db`, `conf` and `blobs/`),
+/// and `path`'s own name in its parent, which the open may have created:
+/// sled syncs what it writes into files, never a directory, and a file
+/// whose name is lost to a power cut is lost with it.
+fn sync_directory_entries(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    match path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// Classifies a sled error.

@@ -677,6 +677,11 @@ impl Config {
         f.write_all(&*bytes)?;
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
+        // flow-store patch: a `conf` torn by a power cut (its checksum
+        // fails) stops the database from opening at all.
+        if !self.temporary {
+            f.sync_all()?;
+        }
         io_fail!(self, "write_config post");
         Ok(())
     }
