@@ -7,7 +7,9 @@
 //! file, and its name in `blobs/`, must be synced before that log sync.
 //! No `sync_file_range` may be used at all: it neither flushes the drive's
 //! write cache nor writes the metadata appended data needs (sled 0.34.7
-//! used it for every flush; `vendor/sled/PATCHED.md`).
+//! used it for every flush; `vendor/sled/PATCHED.md`). And `restore`,
+//! under `strace -f`, must leave a database whose files and names are
+//! synced, its rename into place included.
 
 use std::path::Path;
 
