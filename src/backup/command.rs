@@ -84,6 +84,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Makes a rename into `dir` durable: a renamed name lasts once the
+/// directory holding it is synced.
+fn sync_directory(dir: &Path) -> Result<(), BackupError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("cannot flush the directory", dir))
+}
+
 /// What a checked backup holds.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -246,10 +254,7 @@ async fn write_file(
     }
     let verified = result?;
     std::fs::rename(&temp, path).map_err(io("cannot rename the backup to", path))?;
-    // The rename is durable once the directory is.
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot flush the directory", &dir))?;
+    sync_directory(&dir)?;
     Ok(BackupDone {
         at: String::new(),
         file: std::fs::canonicalize(path)
@@ -382,14 +387,12 @@ fn restore_to_sled(
     }
     std::fs::rename(&staging, target)
         .map_err(io("cannot move the restored database to", target))?;
-    // The rename is durable once the directory holding both names is.
-    let parent = target
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io("cannot flush the directory", parent))?;
+    sync_directory(
+        target
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?;
     Ok(restored)
 }
 
