@@ -89,10 +89,10 @@ case "$file_out" in
 esac
 # Whatever `file` calls it, check the substance: no program interpreter and
 # no shared-library dependency.
-if readelf -lW "$bin" | grep -q 'INTERP'; then
+if readelf -lW "$bin" | grep 'INTERP' >/dev/null; then
     die "$bin needs a dynamic loader: $(readelf -lW "$bin" | grep -A1 INTERP)"
 fi
-if readelf -d "$bin" | grep -q 'NEEDED'; then
+if readelf -d "$bin" | grep 'NEEDED' >/dev/null; then
     die "$bin has shared-library dependencies: $(readelf -d "$bin" | grep NEEDED)"
 fi
 say "statically linked: no interpreter, no shared libraries"

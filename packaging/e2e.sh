@@ -37,6 +37,9 @@
 # The container shares the host's network; the store listens on a free port
 # on 127.0.0.1 only. Work happens in target/e2e-work.XXXXXX, removed on exit.
 set -Eeuo pipefail
+# Under pipefail `producer | grep -q PATTERN` fails whenever grep finds its
+# line and exits before the producer wrote its last one (the producer gets
+# EPIPE or SIGPIPE): the greps below read to the end, into /dev/null.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$REPO/packaging/e2e.sh"
@@ -443,7 +446,7 @@ in_ct systemd-analyze security --no-pager flow-store.service | tail -n 1 | sed '
 step "flow-store simulate from the host over TLS"
 simulate
 log=$(journal)
-printf '%s\n' "$log" | grep -Eq -- "$REQUEST_LOG" ||
+printf '%s\n' "$log" | grep -E -- "$REQUEST_LOG" >/dev/null ||
     { show_journal; die "the journal of flow-store.service shows no request (pattern '$REQUEST_LOG')"; }
 info "journalctl -u flow-store shows the requests:"
 printf '%s\n' "$log" | grep -E -- "$REQUEST_LOG" | tail -n 4 | sed 's/^/    | /'
@@ -459,7 +462,7 @@ nss_out=$(timeout 60 strace -f -qq -e trace=openat,open -o "$WORK/nss.trace" "$H
     --url "https://$NOHOST:$PORT/api/storage/1" \
     --platform-key "$KEYS/platform.jwk" --receiver-key "$KEYS/receiver.jwk" \
     --ca "$TLS/ca.pem" 2>&1) && die "simulate reached $NOHOST, which cannot exist"
-printf '%s\n' "$nss_out" | grep -q "failed to lookup address" ||
+printf '%s\n' "$nss_out" | grep "failed to lookup address" >/dev/null ||
     { printf '%s\n' "$nss_out" >&2; die "simulate against $NOHOST did not fail on the name lookup"; }
 if grep -E '"[^"]*\.so(\.[0-9]+)*"' "$WORK/nss.trace" | grep -Ev '= -1 ' >&2; then
     die "the static binary opened the shared objects above while looking up a host name"
@@ -480,7 +483,7 @@ sleep 1
 wait_active 30
 [ "$(in_ct systemctl show -P MainPID flow-store.service)" = "$main_pid" ] ||
     die "reload replaced the process (MainPID changed)"
-journal --since "$since" _PID="$main_pid" | grep -qi 'reload' ||
+journal --since "$since" _PID="$main_pid" | grep -i 'reload' >/dev/null ||
     { show_journal; die "flow-store logged nothing about the reload"; }
 info "reloaded in place (same MainPID):"
 journal --since "$since" _PID="$main_pid" | grep -i 'reload' | tail -n 2 | sed 's/^/    | /'
@@ -494,7 +497,7 @@ since=$(in_ct date '+%Y-%m-%d %H:%M:%S')
 in_ct systemctl reload flow-store.service || { show_journal; die "systemctl reload with a broken certificate failed"; }
 sleep 1
 wait_active 30
-journal --since "$since" _PID="$main_pid" | grep -Eqi 'keep|kept' ||
+journal --since "$since" _PID="$main_pid" | grep -Ei 'keep|kept' >/dev/null ||
     { show_journal; die "a reload with a broken certificate did not log that it kept the old one"; }
 info "broken certificate on reload, the journal says:"
 journal --since "$since" _PID="$main_pid" | grep -Ei 'keep|kept' | tail -n 2 | sed 's/^/    | /'
@@ -538,7 +541,7 @@ step "flow-store status, an online backup of the running service, /metrics, the 
 simulate
 in_ct flow-store status >"$WORK/status.txt" 2>&1 || { cat "$WORK/status.txt" >&2; show_journal; die "flow-store status failed against the running service"; }
 sed 's/^/    | /' "$WORK/status.txt" | head -n 12
-in_ct flow-store status --json | grep -Eq '"healthy": *true' || die "flow-store status --json does not say healthy"
+in_ct flow-store status --json | grep -E '"healthy": *true' >/dev/null || die "flow-store status --json does not say healthy"
 in_ct flow-store backup --output /root/e2e.backup >"$WORK/backup.txt" 2>&1 ||
     { cat "$WORK/backup.txt" >&2; show_journal; die "flow-store backup from the running service failed"; }
 tail -n 2 "$WORK/backup.txt" | sed 's/^/    | /'
@@ -550,9 +553,9 @@ info "online backup made and verified: $(tail -n 1 "$WORK/verify.txt")"
 exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT" || die "nothing listens on the metrics port $METRICS_PORT"
 printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
 metrics=$(timeout 10 cat <&3); exec 3>&-
-printf '%s\n' "$metrics" | grep -Eq '^flow_store_states_saved_total [1-9]' ||
+printf '%s\n' "$metrics" | grep -E '^flow_store_states_saved_total [1-9]' >/dev/null ||
     die "/metrics shows no saved states (flow_store_states_saved_total)"
-printf '%s\n' "$metrics" | grep -Eq '^flow_store_last_backup_success_timestamp_seconds [1-9]' ||
+printf '%s\n' "$metrics" | grep -E '^flow_store_last_backup_success_timestamp_seconds [1-9]' >/dev/null ||
     die "/metrics shows no successful backup after one was made"
 info "/metrics on 127.0.0.1:$METRICS_PORT: $(printf '%s\n' "$metrics" | grep -c '^flow_store_') flow_store_* samples, the backup counted"
 [ "$(in_ct systemctl is-enabled flow-store-backup.timer 2>/dev/null || true)" = disabled ] ||
@@ -613,7 +616,7 @@ if [ -d "$BLOBS" ] && chattr +i "$BLOBS" 2>/dev/null; then
     new_pid=$(in_ct systemctl show -P MainPID flow-store.service)
     [ "$new_pid" != "$old_pid" ] || die "NRestarts grew but MainPID is still $old_pid"
     log=$(in_ct journalctl --no-pager -o short-precise --since "$since" || true)
-    printf '%s\n' "$log" | grep -qi 'watchdog timeout' ||
+    printf '%s\n' "$log" | grep -i 'watchdog timeout' >/dev/null ||
         { show_journal; die "the journal does not show systemd's watchdog timeout"; }
     info "systemd's watchdog restarted flow-store (pid $old_pid -> $new_pid):"
     printf '%s\n' "$log" | grep -Ei 'no longer feeding|watchdog timeout|Scheduled restart' |
@@ -639,7 +642,7 @@ fi
 info "systemctl restart failed, as it must"
 sleep 1
 log=$(journal --since "$since")
-printf '%s\n' "$log" | grep -q 'e2e_unknown_key' ||
+printf '%s\n' "$log" | grep 'e2e_unknown_key' >/dev/null ||
     { show_journal; die "the journal does not name the unknown key e2e_unknown_key"; }
 info "the journal names the problem:"
 printf '%s\n' "$log" | grep 'e2e_unknown_key' | head -n 3 | sed 's/^/    | /'

@@ -17,6 +17,9 @@ use crate::simulate::{self, SimulateOptions};
 
 pub mod docs;
 mod operator;
+pub(crate) mod output;
+
+use output::{out, outln};
 
 /// flow-store: keep Boomi Flow states on your own servers.
 #[derive(Debug, Parser)]
@@ -217,7 +220,10 @@ pub enum KeysCommand {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    output::finish(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, dev } => serve(config, dev),
         Command::Simulate {
@@ -320,7 +326,7 @@ fn generate_docs(man: &Path, completions: &Path) -> ExitCode {
     match written {
         Ok(files) => {
             for file in files {
-                println!("{}", file.display());
+                outln!("{}", file.display());
             }
             ExitCode::SUCCESS
         }
@@ -428,12 +434,12 @@ fn run_migrate(options: crate::admin::migrate::MigrateOptions) -> ExitCode {
         });
     match result {
         Ok(summary) => {
-            print!("{}", summary.render());
+            out!("{}", summary.render());
             if summary.verified_ok() {
-                println!("flow-store migrate: done, the copy is verified");
+                outln!("flow-store migrate: done, the copy is verified");
                 ExitCode::SUCCESS
             } else {
-                println!(
+                outln!(
                     "flow-store migrate: {} state(s) missing or different at the destination \
                      (changed at the source during the copy?); run migrate again",
                     summary.mismatched

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::cli::output::outln;
 use crate::client::{Client, ClientOptions, Reply, Trust};
 use crate::http::auth::{PLATFORM_KEY_HEADER, RECEIVER_KEY_HEADER, SIGNATURE_HEADER};
 use crate::platform::{Encryption, PlatformKeys};
@@ -114,7 +115,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
     let target = Target::new(&options)?;
     let tenant = options.tenant.unwrap_or_else(Uuid::new_v4);
     let id = options.state.unwrap_or_else(Uuid::new_v4);
-    println!(
+    outln!(
         "simulating the platform against {} (tenant {tenant}, state {id})",
         options.url
     );
@@ -142,7 +143,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<()> {
             .await?;
         }
     }
-    println!("all steps passed");
+    outln!("all steps passed");
     Ok(())
 }
 
@@ -224,14 +225,14 @@ where
     let started = Instant::now();
     match f().await {
         Ok(()) => {
-            println!(
+            outln!(
                 "  ok    {name} ({:.1} ms)",
                 started.elapsed().as_secs_f64() * 1000.0
             );
             Ok(())
         }
         Err(e) => {
-            println!("  FAIL  {name}: {e:#}");
+            outln!("  FAIL  {name}: {e:#}");
             Err(e.context(format!("step \"{name}\" failed")))
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use flow_store::backup::format::Reader;
 use serde_json::Value;
 
-use crate::common::{run_bounded, tool_command, uuid, Deployment, Running};
+use crate::common::{run_bounded, run_bounded_into, tool_command, uuid, Deployment, Running};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -322,6 +322,43 @@ async fn restore_refuses_a_running_store_and_a_non_empty_target_leaving_it_untou
         "{}",
         text(&status.stderr)
     );
+}
+
+/// `flow-store status --json | grep -q healthy` once failed when `grep`
+/// had gone before the last line was written: exit code 101 and a panic
+/// on stderr. Here the pipe's reader is gone before the first write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_unmoved_by_a_reader_that_left_and_fails_on_a_full_disk() {
+    let d = Deployment::new();
+    let run = start(&d);
+    for args in [&["status", "--json"][..], &["status"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = run_bounded_into(&mut d.cli_command(args), writer.into());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{args:?}: nothing said on stderr");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = run_bounded_into(&mut d.cli_command(&["status", "--json"]), full.into());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a report that was not written is a failure"
+    );
+    assert!(
+        text(&out.stderr).contains("cannot write to standard output: No space left on device"),
+        "{}",
+        text(&out.stderr)
+    );
+    run.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ use std::process::ExitCode;
 use time::OffsetDateTime;
 
 use crate::admin::{load_config, running_as_root, ServiceAccount, SERVICE_USER};
+use crate::cli::output::out;
 use crate::config::{Config, ConfigError, KeySource, StorageEngine};
 use crate::keys::{load_key, KeyRing, KeyRole};
 use crate::server::tls::load_certified_key;
@@ -151,7 +152,7 @@ impl Report {
 /// under systemd) and turns it into the exit status.
 pub fn command(config_path: &Path) -> ExitCode {
     let report = check(config_path);
-    print!("{}", report.render());
+    out!("{}", report.render());
     let _ = std::io::stdout().flush();
     ExitCode::from(report.exit_code())
 }

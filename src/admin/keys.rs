@@ -23,6 +23,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 use uuid::Uuid;
 
 use crate::admin::{load_config, running_as_root, ServiceAccount, SERVICE_USER};
+use crate::cli::output::{out, outln};
 use crate::config::{Config, ConfigError, KeySource};
 use crate::keys::{check_jwk, load_key, CheckedJwk, KeyError, KeyRole};
 
@@ -322,7 +323,7 @@ pub fn import_command(config_path: &Path, file: Option<&Path>) -> ExitCode {
     let env: Vec<(String, String)> = std::env::vars().collect();
     match import(config_path, &input, &env, Ownership::for_service()) {
         Ok(imported) => {
-            print!("{}", imported.summary());
+            out!("{}", imported.summary());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -735,13 +736,13 @@ pub fn list_command(config_path: &Path) -> ExitCode {
         }
     };
     if stores.is_empty() {
-        println!(
+        outln!(
             "no stores configured in {}: import one with `flow-store keys import store.json`",
             config_path.display()
         );
         return ExitCode::SUCCESS;
     }
-    print!("{}", render_list(&stores));
+    out!("{}", render_list(&stores));
     let broken: Vec<&str> = stores
         .iter()
         .filter(|s| !s.ok())

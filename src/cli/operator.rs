@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::{config_path, AdminArgs};
 use crate::backup::command::{self as backup, BackupError, Output, RestoreTarget};
+use crate::cli::output::{out, outln};
 use crate::config::{Config, StorageEngine, DEFAULT_ADMIN_SOCKET};
 
 /// `status` exit status when the store cannot be reached (LSB "not running").
@@ -73,12 +74,12 @@ pub fn status(admin: &AdminArgs, json: bool) -> ExitCode {
         }
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&status).unwrap_or_default()
         );
     } else {
-        print!("{}", crate::admin::status::render(&status));
+        out!("{}", crate::admin::status::render(&status));
     }
     if status.healthy {
         ExitCode::SUCCESS
@@ -91,7 +92,7 @@ pub fn status(admin: &AdminArgs, json: bool) -> ExitCode {
 pub fn verify(file: &Path) -> ExitCode {
     match backup::verify(file, None) {
         Ok(verified) => {
-            println!("{}: OK: {}", file.display(), verified.describe());
+            outln!("{}: OK: {}", file.display(), verified.describe());
             ExitCode::SUCCESS
         }
         Err(e) => fail("backup verify", e),
@@ -222,16 +223,16 @@ pub fn restore(explicit_config: Option<PathBuf>, file: &Path, with_keys: bool) -
                 None => config.storage.path.display().to_string(),
                 Some(_) => "the PostgreSQL database (storage.postgres.url)".to_string(),
             };
-            println!(
+            outln!(
                 "restored {} states into {into}: {}",
                 verified.end.states,
                 verified.describe()
             );
             for path in &verified.files_restored {
-                println!("restored {}", path.display());
+                outln!("restored {}", path.display());
             }
             if verified.header.includes_keys && !with_keys {
-                println!("the backup also holds configuration, TLS and key files; --with-keys restores them");
+                outln!("the backup also holds configuration, TLS and key files; --with-keys restores them");
             }
             ExitCode::SUCCESS
         }

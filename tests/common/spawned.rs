@@ -167,9 +167,18 @@ pub fn tool_command(args: &[&str]) -> std::process::Command {
 /// Runs `command` with no standard input, failing the test if it takes
 /// more than a minute.
 pub fn run_bounded(command: &mut std::process::Command) -> std::process::Output {
+    run_bounded_into(command, std::process::Stdio::piped())
+}
+
+/// [`run_bounded`] with its standard output sent to `stdout` (the
+/// output's `stdout` is then empty unless `stdout` is a pipe).
+pub fn run_bounded_into(
+    command: &mut std::process::Command,
+    stdout: std::process::Stdio,
+) -> std::process::Output {
     let child = command
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
+        .stdout(stdout)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the command");
