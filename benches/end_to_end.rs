@@ -313,7 +313,7 @@ impl Bench {
         // 1 / ceiling = 1 / floor + the transport's seconds per request.
         let ceiling = |floor: f64| 1.0 / (1.0 / floor + seconds_each);
         let floor = measure_aws_lc(plan.round_floor_seconds);
-        let (saves, loads) = (floor.saves_per_second(), floor.loads_per_second());
+        let (saves, loads) = (floor.saves_per_second().mean, floor.loads_per_second().mean);
         println!(
             "    ceiling of the floor (now {saves:.0} saves/s, {loads:.0} loads/s) + the transport alone: save {:.0}/s = {:.2}x the floor, load {:.0}/s = {:.2}x",
             ceiling(saves),
@@ -565,7 +565,7 @@ struct Phase {
     /// The server's CPU seconds over the round, where measured.
     server_cpu: Option<f64>,
     /// The floor (requests/s of this kind) measured just before the round.
-    floor: Option<f64>,
+    floor: Option<Rate>,
 }
 
 impl Phase {
@@ -625,17 +625,21 @@ impl Rounds {
     /// hour, so one floor for the whole run would measure the drift too),
     /// and the same by CPU time: the floor's seconds per request over the
     /// server's.
-    fn median_ratios(&self) -> Option<(f64, Option<f64>)> {
-        let mut by_rate = Vec::new();
-        let mut by_cpu = Vec::new();
+    fn median_ratios(&self) -> Option<Ratios> {
+        let (mut by_rate, mut by_best, mut by_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for phase in self.0.iter().filter(|p| !p.latencies.is_empty()) {
             let Some(floor) = phase.floor else { continue };
-            by_rate.push(phase.rate() / floor);
+            by_rate.push(phase.rate() / floor.mean);
+            by_best.push(phase.rate() / floor.best);
             if let Some(cpu) = phase.server_cpu.filter(|cpu| *cpu > 0.0) {
-                by_cpu.push(phase.latencies.len() as f64 / floor / cpu);
+                by_cpu.push(phase.latencies.len() as f64 / floor.mean / cpu);
             }
         }
-        Some((median(by_rate)?, median(by_cpu)))
+        Some(Ratios {
+            by_rate: median(by_rate)?,
+            by_best: median(by_best)?,
+            by_cpu: median(by_cpu),
+        })
     }
 
     fn print(&self, name: &str, bytes: usize) {
@@ -652,7 +656,12 @@ impl Rounds {
         // In the order run, beside the floors printed below.
         let each: Vec<String> = self.0.iter().map(|p| format!("{:.0}", p.rate())).collect();
         let ratios = self.median_ratios();
-        let ratio = ratios.map_or(String::new(), |(r, _)| format!("  {r:.2}x the floor"));
+        let ratio = ratios.as_ref().map_or(String::new(), |r| {
+            format!(
+                "  {:.2}x the floor ({:.2}x its best trials)",
+                r.by_rate, r.by_best
+            )
+        });
         println!(
             "  {name:<13} {rate:>8.1}/s {mib:>7.1} MiB/s  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  (n={}, failed {failures}){ratio}  [rounds: {}/s]",
             pick(0.5),
@@ -668,13 +677,18 @@ impl Rounds {
                 busy * 100.0
             );
         }
-        if let Some((_, by_cpu)) = ratios {
+        if let Some(ratios) = ratios {
             let floors: Vec<String> = self
                 .0
                 .iter()
-                .filter_map(|p| p.floor.map(|f| format!("{f:.0}")))
+                .filter_map(|p| {
+                    p.floor
+                        .map(|f| format!("{:.0} (best {:.0})", f.mean, f.best))
+                })
                 .collect();
-            let by_cpu = by_cpu.map_or(String::new(), |r| format!("; by CPU time {r:.2}x"));
+            let by_cpu = ratios
+                .by_cpu
+                .map_or(String::new(), |r| format!("; by CPU time {r:.2}x"));
             println!(
                 "                floor just before each round {}/s{by_cpu}",
                 floors.join(", ")
@@ -684,6 +698,16 @@ impl Rounds {
             println!("                first failure: {failure}");
         }
     }
+}
+
+/// A phase's median ratios against the floors taken before its rounds.
+struct Ratios {
+    /// The rate over the floor's mean rate (the same statistic).
+    by_rate: f64,
+    /// The rate over the floor's best trials (a lower bound).
+    by_best: f64,
+    /// The floor's mean seconds per request over the server's CPU seconds.
+    by_cpu: Option<f64>,
 }
 
 /// The middle value (the upper one of an even count), if there is any.
@@ -740,36 +764,59 @@ async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode
 /// with one library.
 struct Primitives {
     library: String,
-    verify: f64,
-    sign: f64,
-    agree: f64,
-    keygen: f64,
+    verify: Rate,
+    sign: Rate,
+    agree: Rate,
+    keygen: Rate,
 }
 
 impl Primitives {
     /// A save: the request signature and the inner JWS verified, one key
     /// agreement with the receiver's static key.
-    fn saves_per_second(&self) -> f64 {
-        1.0 / (2.0 / self.verify + 1.0 / self.agree)
+    fn saves_per_second(&self) -> Rate {
+        self.combine(|r| 1.0 / (2.0 / r.verify + 1.0 / r.agree))
     }
 
     /// A load: the request signature verified, the reply signed, an
     /// ephemeral key generated and agreed with the platform key.
-    fn loads_per_second(&self) -> f64 {
-        1.0 / (1.0 / self.verify + 1.0 / self.sign + 1.0 / self.keygen + 1.0 / self.agree)
+    fn loads_per_second(&self) -> Rate {
+        self.combine(|r| 1.0 / (1.0 / r.verify + 1.0 / r.sign + 1.0 / r.keygen + 1.0 / r.agree))
+    }
+
+    /// `requests_per_second` of the four rates, for each statistic.
+    fn combine(&self, requests_per_second: impl Fn(&Speeds) -> f64) -> Rate {
+        let pick = |of: fn(&Rate) -> f64| Speeds {
+            verify: of(&self.verify),
+            sign: of(&self.sign),
+            agree: of(&self.agree),
+            keygen: of(&self.keygen),
+        };
+        Rate {
+            mean: requests_per_second(&pick(|r| r.mean)),
+            best: requests_per_second(&pick(|r| r.best)),
+        }
     }
 
     fn print(&self) {
         println!(
             "  {} (one core): ES384 verify {:.0}/s, sign {:.0}/s, ECDH {:.0}/s, keygen {:.0}/s",
-            self.library, self.verify, self.sign, self.agree, self.keygen
+            self.library, self.verify.mean, self.sign.mean, self.agree.mean, self.keygen.mean
         );
+        let (saves, loads) = (self.saves_per_second(), self.loads_per_second());
         println!(
-            "    floor: save (2 verify + 1 ECDH) {:.0}/s, load (verify + sign + keygen + ECDH) {:.0}/s",
-            self.saves_per_second(),
-            self.loads_per_second()
+            "    floor: save (2 verify + 1 ECDH) {:.0}/s, load (verify + sign + keygen + ECDH) {:.0}/s \
+             (best trials: {:.0}/s, {:.0}/s)",
+            saves.mean, loads.mean, saves.best, loads.best
         );
     }
+}
+
+/// One statistic of the four primitives' rates.
+struct Speeds {
+    verify: f64,
+    sign: f64,
+    agree: f64,
+    keygen: f64,
 }
 
 /// The floor: the primitives of the library the server uses (aws-lc-rs),
@@ -986,22 +1033,38 @@ fn fill(data: &Path, count: usize) {
     );
 }
 
-/// Operations per second of `op` over about `seconds`: the best of five
-/// trials, since a floor is what the primitive can do when nothing else
-/// runs (the ratios against it are then conservative).
-fn rate(seconds: f64, mut op: impl FnMut()) -> f64 {
+/// Operations per second of one primitive, two ways.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// Over all five trials (operations over seconds): the same statistic
+    /// as a round's rate (requests over seconds), so the ratios use it.
+    mean: f64,
+    /// The best trial: on a host whose speed swings by ±10% from one tenth
+    /// of a second to the next, the top of that swing, not what the server
+    /// could have had over a round. Printed beside, as a bound.
+    best: f64,
+}
+
+/// Operations per second of `op` over about `seconds`, in five trials.
+fn rate(seconds: f64, mut op: impl FnMut()) -> Rate {
     op();
-    (0..5)
-        .map(|_| {
-            let started = Instant::now();
-            let mut count = 0u64;
-            while started.elapsed().as_secs_f64() < seconds / 5.0 {
-                op();
-                count += 1;
-            }
-            count as f64 / started.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+    let (mut best, mut count, mut elapsed) = (0.0f64, 0u64, 0.0f64);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut trial = 0u64;
+        while started.elapsed().as_secs_f64() < seconds / 5.0 {
+            op();
+            trial += 1;
+        }
+        let took = started.elapsed().as_secs_f64();
+        best = best.max(trial as f64 / took);
+        count += trial;
+        elapsed += took;
+    }
+    Rate {
+        mean: count as f64 / elapsed,
+        best,
+    }
 }
 
 /// Pins the calling thread alone to `core` (`taskset` without `-a` on the
