@@ -20,7 +20,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -153,7 +152,6 @@ impl Report {
 pub fn command(config_path: &Path) -> ExitCode {
     let report = check(config_path);
     out!("{}", report.render());
-    let _ = std::io::stdout().flush();
     ExitCode::from(report.exit_code())
 }
 
