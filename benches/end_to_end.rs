@@ -764,43 +764,46 @@ async fn drive(clients: &[Client], requests: Vec<Prepared>, expected: StatusCode
 /// with one library.
 struct Primitives {
     library: String,
-    verify: Rate,
-    sign: Rate,
-    agree: Rate,
-    keygen: Rate,
+    /// The mean rates of the trials.
+    mean: Speeds,
+    /// The best trials' rates.
+    best: Speeds,
 }
 
 impl Primitives {
-    /// A save: the request signature and the inner JWS verified, one key
-    /// agreement with the receiver's static key.
-    fn saves_per_second(&self) -> Rate {
-        self.combine(|r| 1.0 / (2.0 / r.verify + 1.0 / r.agree))
-    }
-
-    /// A load: the request signature verified, the reply signed, an
-    /// ephemeral key generated and agreed with the platform key.
-    fn loads_per_second(&self) -> Rate {
-        self.combine(|r| 1.0 / (1.0 / r.verify + 1.0 / r.sign + 1.0 / r.keygen + 1.0 / r.agree))
-    }
-
-    /// `requests_per_second` of the four rates, for each statistic.
-    fn combine(&self, requests_per_second: impl Fn(&Speeds) -> f64) -> Rate {
-        let pick = |of: fn(&Rate) -> f64| Speeds {
-            verify: of(&self.verify),
-            sign: of(&self.sign),
-            agree: of(&self.agree),
-            keygen: of(&self.keygen),
+    fn new(library: String, verify: Rate, sign: Rate, agree: Rate, keygen: Rate) -> Primitives {
+        let speeds = |of: fn(Rate) -> f64| Speeds {
+            verify: of(verify),
+            sign: of(sign),
+            agree: of(agree),
+            keygen: of(keygen),
         };
+        Primitives {
+            library,
+            mean: speeds(|r| r.mean),
+            best: speeds(|r| r.best),
+        }
+    }
+
+    fn saves_per_second(&self) -> Rate {
         Rate {
-            mean: requests_per_second(&pick(|r| r.mean)),
-            best: requests_per_second(&pick(|r| r.best)),
+            mean: self.mean.saves_per_second(),
+            best: self.best.saves_per_second(),
+        }
+    }
+
+    fn loads_per_second(&self) -> Rate {
+        Rate {
+            mean: self.mean.loads_per_second(),
+            best: self.best.loads_per_second(),
         }
     }
 
     fn print(&self) {
+        let m = &self.mean;
         println!(
             "  {} (one core): ES384 verify {:.0}/s, sign {:.0}/s, ECDH {:.0}/s, keygen {:.0}/s",
-            self.library, self.verify.mean, self.sign.mean, self.agree.mean, self.keygen.mean
+            self.library, m.verify, m.sign, m.agree, m.keygen
         );
         let (saves, loads) = (self.saves_per_second(), self.loads_per_second());
         println!(
@@ -811,12 +814,26 @@ impl Primitives {
     }
 }
 
-/// One statistic of the four primitives' rates.
+/// The four primitives' rates, in one statistic.
 struct Speeds {
     verify: f64,
     sign: f64,
     agree: f64,
     keygen: f64,
+}
+
+impl Speeds {
+    /// A save: the request signature and the inner JWS verified, one key
+    /// agreement with the receiver's static key.
+    fn saves_per_second(&self) -> f64 {
+        1.0 / (2.0 / self.verify + 1.0 / self.agree)
+    }
+
+    /// A load: the request signature verified, the reply signed, an
+    /// ephemeral key generated and agreed with the platform key.
+    fn loads_per_second(&self) -> f64 {
+        1.0 / (1.0 / self.verify + 1.0 / self.sign + 1.0 / self.keygen + 1.0 / self.agree)
+    }
 }
 
 /// The floor: the primitives of the library the server uses (aws-lc-rs),
@@ -889,13 +906,13 @@ fn measure_aws_lc(seconds: f64) -> Primitives {
         let _: aws_lc_rs::encoding::EcPublicKeyUncompressedBin<'_> =
             public.as_be_bytes().expect("point");
     });
-    Primitives {
-        library: "aws-lc-rs (AWS-LC), the server's".into(),
+    Primitives::new(
+        "aws-lc-rs (AWS-LC), the server's".into(),
         verify,
         sign,
         agree,
         keygen,
-    }
+    )
 }
 
 /// OpenSSL's bare primitives, contexts and keys reused, as `openssl speed`
@@ -927,13 +944,13 @@ fn measure_openssl(seconds: f64) -> Primitives {
     let keygen = rate(seconds, || {
         EcKey::generate(&group).expect("key");
     });
-    Primitives {
-        library: format!("OpenSSL {}, before", openssl::version::version()),
+    Primitives::new(
+        format!("OpenSSL {}, before", openssl::version::version()),
         verify,
         sign,
         agree,
         keygen,
-    }
+    )
 }
 
 /// Like [`drive`], but stops taking requests once `done` is set; counts
