@@ -68,7 +68,8 @@ struct Plan {
     small_requests: usize,
     large_requests: usize,
     floor_seconds: f64,
-    /// Seconds per primitive of the floor measured again before each round.
+    /// Seconds per primitive of the floor measured again before and after
+    /// each round.
     round_floor_seconds: f64,
 }
 
@@ -263,14 +264,18 @@ impl Bench {
                 let built = self.build_saves(tenant, bytes, count);
                 let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
                 let requests = built.into_iter().map(|(_, request)| request).collect();
-                let now = measure_aws_lc(plan.round_floor_seconds);
+                // Around each round: the host's speed drifts within
+                // seconds (building the requests takes seconds too).
+                let before = measure_aws_lc(plan.round_floor_seconds);
                 let mut phase = self.drive(&clients, requests, StatusCode::NO_CONTENT).await;
-                phase.floor = Some(now.saves_per_second());
+                let after = measure_aws_lc(plan.round_floor_seconds);
+                phase.floor = Some(before.saves_per_second().around(after.saves_per_second()));
                 saves.push(phase);
                 let requests = self.build_loads(tenant, &ids);
-                let now = measure_aws_lc(plan.round_floor_seconds);
+                let before = measure_aws_lc(plan.round_floor_seconds);
                 let mut phase = self.drive(&clients, requests, StatusCode::OK).await;
-                phase.floor = Some(now.loads_per_second());
+                let after = measure_aws_lc(plan.round_floor_seconds);
+                phase.floor = Some(before.loads_per_second().around(after.loads_per_second()));
                 loads.push(phase);
             }
             saves.print(&format!("save {label}"), bytes);
@@ -564,7 +569,8 @@ struct Phase {
     elapsed: Duration,
     /// The server's CPU seconds over the round, where measured.
     server_cpu: Option<f64>,
-    /// The floor (requests/s of this kind) measured just before the round.
+    /// The floor (requests/s of this kind) around the round: measured just
+    /// before and just after it (see [`Rate::around`]).
     floor: Option<Rate>,
 }
 
@@ -621,8 +627,9 @@ impl Rounds {
     }
 
     /// The median over the rounds of their rate over the floor measured
-    /// just before each (this machine's speed drifts by 15-30% within an
-    /// hour, so one floor for the whole run would measure the drift too),
+    /// around each (this machine's speed drifts by 15-30% within an hour
+    /// and by ±10% within seconds, so one floor for the whole run would
+    /// measure the drift too),
     /// and the same by CPU time: the floor's seconds per request over the
     /// server's.
     fn median_ratios(&self) -> Option<Ratios> {
@@ -690,7 +697,7 @@ impl Rounds {
                 .by_cpu
                 .map_or(String::new(), |r| format!("; by CPU time {r:.2}x"));
             println!(
-                "                floor just before each round {}/s{by_cpu}",
+                "                floor around each round (before and after) {}/s{by_cpu}",
                 floors.join(", ")
             );
         }
@@ -700,7 +707,7 @@ impl Rounds {
     }
 }
 
-/// A phase's median ratios against the floors taken before its rounds.
+/// A phase's median ratios against the floors taken around its rounds.
 struct Ratios {
     /// The rate over the floor's mean rate (the same statistic).
     by_rate: f64,
@@ -853,7 +860,7 @@ impl CryptoFloor {
 
     fn print(&self) {
         println!(
-            "  crypto floor at the start; the ratios below are against the first, measured again before each round:"
+            "  crypto floor at the start; the ratios below are against the first, measured again before and after each round:"
         );
         self.server.print();
         self.openssl.print();
@@ -1060,6 +1067,19 @@ struct Rate {
     /// of a second to the next, the top of that swing, not what the server
     /// could have had over a round. Printed beside, as a bound.
     best: f64,
+}
+
+impl Rate {
+    /// The floor over a round from the floors measured just before and just
+    /// after it: the mean of their means (each over the same seconds), the
+    /// better of their best trials. One side alone is a sample of a speed
+    /// that moves by ±10% within seconds; the two bracket the round.
+    fn around(self, after: Rate) -> Rate {
+        Rate {
+            mean: (self.mean + after.mean) / 2.0,
+            best: self.best.max(after.best),
+        }
+    }
 }
 
 /// Operations per second of `op` over about `seconds`, in five trials.
