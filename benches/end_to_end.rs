@@ -11,6 +11,17 @@
 //! started on core 0 (so it sizes itself for one core) and this process
 //! runs on core 1 (`taskset`), so the server's figure is per core. Asserts nothing; prints figures.
 //!
+//! A state's content is `{"padding": "<random letters and digits>"}`,
+//! which DEFLATE hardly shrinks: the case where compression only costs
+//! (since 2026-12-04 the server sends the reply to such a large state
+//! uncompressed; see `crypto::deflate`).
+//!
+//! For 256 KiB states the bench also prints the floor with the work their
+//! bytes add (the contract's per-byte cryptography, one copy, and for a
+//! save the inflation its `zip: DEF` demands; see `ByteWork`) and the
+//! server's ratio against it: issue 11 asks that large states be bounded
+//! by cryptography and one copy.
+//!
 //! A last phase measures the transport alone (TLS, HTTP/2, routing, the
 //! access log: requests refused 401 before any cryptography or storage) and
 //! prints the ceiling it and the floor together set: what a save or a load
@@ -38,6 +49,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use bytes::Bytes;
 use fault_tests::process::ServerProcess;
 use flow_store::client::{Client, ClientOptions, Protocol, Trust};
@@ -263,19 +276,31 @@ impl Bench {
                 let tenant = Uuid::new_v4();
                 let built = self.build_saves(tenant, bytes, count);
                 let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
+                let sizes = (bytes > 1024)
+                    .then(|| {
+                        built
+                            .first()
+                            .and_then(|(_, r)| StateSizes::of(&r.body, bytes))
+                    })
+                    .flatten();
                 let requests = built.into_iter().map(|(_, request)| request).collect();
                 // Around each round: the host's speed drifts within
                 // seconds (building the requests takes seconds too).
                 let before = measure_aws_lc(plan.round_floor_seconds);
                 let mut phase = self.drive(&clients, requests, StatusCode::NO_CONTENT).await;
                 let after = measure_aws_lc(plan.round_floor_seconds);
-                phase.floor = Some(before.saves_per_second().around(after.saves_per_second()));
+                let work = sizes.map(|sizes| ByteWork::measure(plan.round_floor_seconds, sizes));
+                let floor = before.saves_per_second().around(after.saves_per_second());
+                phase.floor = Some(floor);
+                phase.floor_with_bytes = work.map(|w| floor.plus(w.save));
                 saves.push(phase);
                 let requests = self.build_loads(tenant, &ids);
                 let before = measure_aws_lc(plan.round_floor_seconds);
                 let mut phase = self.drive(&clients, requests, StatusCode::OK).await;
                 let after = measure_aws_lc(plan.round_floor_seconds);
-                phase.floor = Some(before.loads_per_second().around(after.loads_per_second()));
+                let floor = before.loads_per_second().around(after.loads_per_second());
+                phase.floor = Some(floor);
+                phase.floor_with_bytes = work.map(|w| floor.plus(w.load));
                 loads.push(phase);
             }
             saves.print(&format!("save {label}"), bytes);
@@ -572,6 +597,9 @@ struct Phase {
     /// The floor (requests/s of this kind) around the round: measured just
     /// before and just after it (see [`Rate::around`]).
     floor: Option<Rate>,
+    /// For a large state: `floor` with the work its bytes add (see
+    /// [`ByteWork`]).
+    floor_with_bytes: Option<Rate>,
 }
 
 impl Phase {
@@ -583,6 +611,7 @@ impl Phase {
             elapsed: Duration::ZERO,
             server_cpu: None,
             floor: None,
+            floor_with_bytes: None,
         }
     }
 
@@ -632,10 +661,12 @@ impl Rounds {
     /// measure the drift too),
     /// and the same by CPU time: the floor's seconds per request over the
     /// server's.
-    fn median_ratios(&self) -> Option<Ratios> {
+    fn median_ratios(&self, floor_of: fn(&Phase) -> Option<Rate>) -> Option<Ratios> {
         let (mut by_rate, mut by_best, mut by_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for phase in self.0.iter().filter(|p| !p.latencies.is_empty()) {
-            let Some(floor) = phase.floor else { continue };
+            let Some(floor) = floor_of(phase) else {
+                continue;
+            };
             by_rate.push(phase.rate() / floor.mean);
             by_best.push(phase.rate() / floor.best);
             if let Some(cpu) = phase.server_cpu.filter(|cpu| *cpu > 0.0) {
@@ -662,7 +693,7 @@ impl Rounds {
         let failures: usize = self.0.iter().map(|p| p.failures).sum();
         // In the order run, beside the floors printed below.
         let each: Vec<String> = self.0.iter().map(|p| format!("{:.0}", p.rate())).collect();
-        let ratios = self.median_ratios();
+        let ratios = self.median_ratios(|p| p.floor);
         let ratio = ratios.as_ref().map_or(String::new(), |r| {
             format!(
                 "  {:.2}x the floor ({:.2}x its best trials)",
@@ -701,9 +732,33 @@ impl Rounds {
                 floors.join(", ")
             );
         }
+        self.print_with_bytes(bytes);
         if let Some(failure) = self.0.iter().find_map(|p| p.first_failure.as_ref()) {
             println!("                first failure: {failure}");
         }
+    }
+
+    /// For large states: the floor with the work of their bytes, and the
+    /// server's ratios against it.
+    fn print_with_bytes(&self, bytes: usize) {
+        let Some(ratios) = self.median_ratios(|p| p.floor_with_bytes) else {
+            return;
+        };
+        let floors: Vec<f64> = self
+            .0
+            .iter()
+            .filter_map(|p| p.floor_with_bytes.map(|f| f.mean))
+            .collect();
+        let Some(floor) = median(floors) else { return };
+        let by_cpu = ratios
+            .by_cpu
+            .map_or(String::new(), |r| format!("; by CPU time {r:.2}x"));
+        println!(
+            "                with its bytes (SHA-384, AES-CBC, HMAC, one copy; inflation for a save): floor {floor:.0}/s = {:.1} MiB/s; the server {:.2}x that ({:.2}x its best trials){by_cpu}",
+            floor * bytes as f64 / (1024.0 * 1024.0),
+            ratios.by_rate,
+            ratios.by_best,
+        );
     }
 }
 
@@ -1080,6 +1135,170 @@ impl Rate {
             best: self.best.max(after.best),
         }
     }
+}
+
+impl Rate {
+    /// This rate with `extra` seconds more per operation.
+    fn plus(self, extra: Seconds) -> Rate {
+        Rate {
+            mean: 1.0 / (1.0 / self.mean + extra.mean),
+            best: 1.0 / (1.0 / self.best + extra.best),
+        }
+    }
+}
+
+/// Seconds per operation, from a [`Rate`]'s two statistics.
+#[derive(Debug, Clone, Copy)]
+struct Seconds {
+    mean: f64,
+    best: f64,
+}
+
+impl Seconds {
+    fn of(rates: &[Rate]) -> Seconds {
+        Seconds {
+            mean: rates.iter().map(|r| 1.0 / r.mean).sum(),
+            best: rates.iter().map(|r| 1.0 / r.best).sum(),
+        }
+    }
+}
+
+/// The sizes a large state's cryptography runs over, read from a save
+/// request the bench built (its JWE's ciphertext) or bounded from below by
+/// the content (the inner JWS's signing input is base64url of claims that
+/// hold at least the content).
+#[derive(Debug, Clone, Copy)]
+struct StateSizes {
+    ciphertext: usize,
+    signing_input: usize,
+}
+
+impl StateSizes {
+    fn of(body: &Bytes, content: usize) -> Option<StateSizes> {
+        let items: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let token = items.get(0)?.get("token")?.as_str()?;
+        let ciphertext = token.split('.').nth(3)?.len() * 3 / 4;
+        Some(StateSizes {
+            ciphertext,
+            signing_input: content.div_ceil(3) * 4,
+        })
+    }
+}
+
+/// What a large state's bytes add to the floor, the contract's per-byte
+/// work and one copy, on aws-lc-rs and the server's DEFLATE (flate2 on
+/// zlib-rs). A save: the inner JWS's SHA-384 over its signing input,
+/// HMAC-SHA-384 over the ciphertext, AES-192-CBC decryption of a copy of
+/// it, and the inflation the request's `zip: DEF` demands (of the signing
+/// input deflated at josekit's level, as the bench's requests are). A load:
+/// the same hash (to sign) and AES-192-CBC encryption and HMAC of the
+/// uncompressed plaintext (the contract lets a reply go uncompressed; the
+/// server's level-1 DEFLATE is a choice, not part of the floor).
+#[derive(Debug, Clone, Copy)]
+struct ByteWork {
+    save: Seconds,
+    load: Seconds,
+}
+
+impl ByteWork {
+    fn measure(seconds: f64, sizes: StateSizes) -> ByteWork {
+        let signing_input = vec![b'e'; sizes.signing_input];
+        let hash = rate(seconds, || {
+            std::hint::black_box(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA384,
+                &signing_input,
+            ));
+        });
+        let inflate = inflate_rate(seconds, sizes.signing_input);
+        let (request_mac, decrypt) = (
+            mac_rate(seconds, sizes.ciphertext),
+            decrypt_rate(seconds, sizes.ciphertext),
+        );
+        // An uncompressed reply encrypts the compact JWS, a little more
+        // than its signing input.
+        let (reply_mac, encrypt) = (
+            mac_rate(seconds, sizes.signing_input),
+            encrypt_rate(seconds, sizes.signing_input),
+        );
+        ByteWork {
+            save: Seconds::of(&[hash, inflate, request_mac, decrypt]),
+            load: Seconds::of(&[hash, encrypt, reply_mac]),
+        }
+    }
+}
+
+/// Inflations per second of `len` bytes of the bench's kind of text
+/// (base64url of a state), deflated at flate2's default level (josekit's).
+fn inflate_rate(seconds: f64, len: usize) -> Rate {
+    use std::io::{Read, Write};
+    let text = URL_SAFE_NO_PAD.encode(pseudo_random_text(len * 3 / 4));
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("deflate");
+    let deflated = encoder.finish().expect("deflate");
+    let mut out = Vec::with_capacity(text.len());
+    rate(seconds, || {
+        out.clear();
+        flate2::bufread::DeflateDecoder::new(deflated.as_slice())
+            .read_to_end(&mut out)
+            .expect("inflate");
+    })
+}
+
+/// The AES-192 key, IV and HMAC-SHA-384 key of the byte-work rates (the
+/// cost does not depend on them).
+const BYTE_KEY: [u8; 24] = [3; 24];
+const BYTE_IV: [u8; 16] = [5; 16];
+
+/// Encrypts `buffer` in place with AES-192-CBC (PKCS#7 padding).
+fn cbc_encrypt(buffer: &mut Vec<u8>) {
+    use aws_lc_rs::cipher::{EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey};
+    let cipher = UnboundCipherKey::new(&aws_lc_rs::cipher::AES_192, &BYTE_KEY).expect("key");
+    PaddedBlockEncryptingKey::cbc_pkcs7(cipher)
+        .expect("key")
+        .less_safe_encrypt(buffer, EncryptionContext::Iv128(BYTE_IV.into()))
+        .expect("encrypt");
+}
+
+/// HMAC-SHA-384s per second over `len` bytes.
+fn mac_rate(seconds: f64, len: usize) -> Rate {
+    use aws_lc_rs::hmac;
+    let data = vec![b'c'; len];
+    let key = hmac::Key::new(hmac::HMAC_SHA384, &BYTE_KEY);
+    rate(seconds, || {
+        std::hint::black_box(hmac::sign(&key, &data));
+    })
+}
+
+/// AES-192-CBC decryptions per second of a copy of `len` bytes of
+/// ciphertext (a save's request).
+fn decrypt_rate(seconds: f64, len: usize) -> Rate {
+    use aws_lc_rs::cipher::{DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey};
+    let mut ciphertext = vec![b'p'; len.saturating_sub(16)];
+    cbc_encrypt(&mut ciphertext);
+    let mut buffer = Vec::with_capacity(ciphertext.len());
+    rate(seconds, || {
+        buffer.clear();
+        buffer.extend_from_slice(&ciphertext);
+        let cipher = UnboundCipherKey::new(&aws_lc_rs::cipher::AES_192, &BYTE_KEY).expect("key");
+        PaddedBlockDecryptingKey::cbc_pkcs7(cipher)
+            .expect("key")
+            .decrypt(&mut buffer, DecryptionContext::Iv128(BYTE_IV.into()))
+            .expect("decrypt");
+    })
+}
+
+/// AES-192-CBC encryptions per second of a copy of `len` bytes of
+/// plaintext (a load's reply). CBC encryption is serial, so per byte it
+/// costs several times decryption.
+fn encrypt_rate(seconds: f64, len: usize) -> Rate {
+    let plaintext = vec![b'p'; len];
+    let mut buffer = Vec::with_capacity(len + 16);
+    rate(seconds, || {
+        buffer.clear();
+        buffer.extend_from_slice(&plaintext);
+        cbc_encrypt(&mut buffer);
+    })
 }
 
 /// Operations per second of `op` over about `seconds`, in five trials.

@@ -1,8 +1,10 @@
 //! `GET {base}/states/{tenant}/{id}`: 404 for unknown states, and the reply
 //! token exactly as the contract's load section gives it (checked by
 //! `Platform::open_response`: ECDH-ES+A192KW / A192CBC-HS384 / cty JWT /
-//! zip DEF / kid = platform kid; inner ES384, kid = receiver kid, iss
-//! tenant, aud manywho, sub id, iat now, nbf now-120, exp now+600, jti).
+//! zip DEF or none / kid = platform kid; inner ES384, kid = receiver kid,
+//! iss tenant, aud manywho, sub id, iat now, nbf now-120, exp now+600,
+//! jti). Small and compressible replies are deflated, large incompressible
+//! ones are not.
 
 use crate::common::{start_or_skip, uuid, Setup, StoreKeys};
 use serde_json::Value;
@@ -47,6 +49,54 @@ async fn reply_token_is_built_as_the_contract_says() {
         loaded.outer_header.get("epk").is_some(),
         "ephemeral key in the header"
     );
+    assert_eq!(
+        loaded.outer_header["zip"], "DEF",
+        "a small reply is deflated"
+    );
+}
+
+/// `len` bytes of text from a 62-letter alphabet, random: what base64 of a
+/// file or of ciphertext inside a state looks like to DEFLATE.
+fn random_text(len: usize) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = uuid::Uuid::new_v4().as_u128() as u64 | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            alphabet[(state % 62) as usize] as char
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_are_deflated_only_where_it_pays() {
+    let server = start_or_skip!(Setup::on(super::ENGINE));
+    let t = uuid();
+    let random = format!("\"{}\"", random_text(100_000));
+    let json = format!(
+        "[{}]",
+        (0..2_000)
+            .map(|i| format!(r#"{{"developerName":"field{i}","contentValue":"v{i}"}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (content, deflated) in [(random, false), (json, true)] {
+        let id = uuid();
+        server
+            .save_ok(&t, &id, &content, "2024-01-01T00:00:00Z")
+            .await;
+        let loaded = server.load_ok(&t, &id).await;
+        assert_eq!(loaded.content, content, "{} bytes", content.len());
+        assert_eq!(
+            loaded.outer_header.get("zip").is_some(),
+            deflated,
+            "{} bytes: {:?}",
+            content.len(),
+            loaded.outer_header
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,12 @@
 //! header): inflation refused past a cap, so a small token cannot expand
 //! into gigabytes (a "zip bomb"), and compression at level 1 for replies.
 //!
+//! A large reply is compressed only where that pays ([`worth_compressing`]):
+//! a state that holds already-compressed or random data (a file, an image,
+//! ciphertext) comes out of level 1 hardly smaller, after the costliest
+//! step of its load (on 256 KiB of such text, nearly half of a load's CPU;
+//! docs/performance.md). The contract lets a reply go uncompressed.
+//!
 //! Each thread keeps one compressor and resets it per reply. A fresh
 //! zlib-rs compressor allocates and clears about 256 KiB (window, hash
 //! chains, pending buffer) for what is, in a 1 KiB reply, a few kilobytes
@@ -48,6 +54,27 @@ thread_local! {
     // over half of the server's time (profile in docs/performance.md), and
     // state JSON compresses nearly as well at level 1.
     static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+}
+
+/// Replies up to this long are always compressed; of longer ones, this
+/// much of the start is compressed first, as a sample.
+const SAMPLE_BYTES: usize = 16 * 1024;
+
+/// Whether compressing `message` (a reply's JWS) pays: always for a short
+/// one (a sample would cost as much as the whole); for a long one, when
+/// the first [`SAMPLE_BYTES`] shrink by at least a tenth at the reply's
+/// level. What a sample gets wrong costs bandwidth or CPU, never
+/// correctness: both forms are valid replies.
+pub fn worth_compressing(message: &[u8]) -> bool {
+    if message.len() <= SAMPLE_BYTES {
+        return true;
+    }
+    let sample = &message[..SAMPLE_BYTES];
+    // Compressing into memory does not fail; if it did, the reply would
+    // go uncompressed, valid either way.
+    COMPRESSOR.with_borrow_mut(|compressor| {
+        deflate(compressor, sample).is_ok_and(|out| out.len() * 10 <= sample.len() * 9)
+    })
 }
 
 impl JweCompression for CappedDeflate {
@@ -213,6 +240,69 @@ mod tests {
         let compressed = codec.compress(&small).unwrap();
         assert_eq!(reference_inflate(&compressed), small);
         assert!(compressed.len() < 200, "{} bytes", compressed.len());
+    }
+
+    /// Text of `len` bytes from a 62-letter alphabet, as random as the
+    /// generator: what base64 of a file or of ciphertext looks like.
+    fn random_text(len: usize, seed: u64) -> Vec<u8> {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                alphabet[(state % 62) as usize]
+            })
+            .collect()
+    }
+
+    /// State-like JSON of `len` bytes: the same few keys over and over.
+    fn json_text(len: usize) -> Vec<u8> {
+        let mut text = Vec::with_capacity(len + 64);
+        for i in 0.. {
+            if text.len() >= len {
+                break;
+            }
+            let value = format!(
+                r#"{{"developerName":"field{i}","contentValue":"{}"}},"#,
+                i * 7919
+            );
+            text.extend_from_slice(value.as_bytes());
+        }
+        text.truncate(len);
+        text
+    }
+
+    #[test]
+    fn short_replies_are_always_compressed() {
+        for len in [0, 1, 1024, SAMPLE_BYTES] {
+            assert!(worth_compressing(&random_text(len, 3)), "length {len}");
+        }
+    }
+
+    #[test]
+    fn a_long_reply_is_compressed_when_its_sample_shrinks_by_a_tenth() {
+        let compressible = json_text(SAMPLE_BYTES + 1);
+        assert!(worth_compressing(&compressible));
+        let random = random_text(300_000, 5);
+        assert!(!worth_compressing(&random));
+        // What level 1 makes of the random text, the reason it is skipped.
+        let made = CappedDeflate::new(0).compress(&random).unwrap();
+        assert!(made.len() * 10 > random.len() * 9, "{} bytes", made.len());
+        // Only the start is sampled: random text behind a compressible
+        // start is compressed.
+        let mut mixed = json_text(SAMPLE_BYTES);
+        mixed.extend_from_slice(&random);
+        assert!(worth_compressing(&mixed));
+    }
+
+    #[test]
+    fn a_sample_leaves_the_compressor_as_good_as_new() {
+        let codec = CappedDeflate::new(1 << 22);
+        assert!(!worth_compressing(&random_text(100_000, 7)));
+        let small = sample(500, 8);
+        assert_eq!(reference_inflate(&codec.compress(&small).unwrap()), small);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::claims::{check_times, Audience, TimePolicy};
 use super::compact::{self, JweHeader, JwsHeader};
-use super::deflate::{CappedDeflate, InflationCapExceeded};
+use super::deflate::{self, CappedDeflate, InflationCapExceeded};
 use super::error::TokenError;
 use super::primitives::contract_jwe_context;
 use super::request::{verify_es384, PLATFORM_ISSUER};
@@ -300,8 +300,9 @@ struct ReplyClaims<'a> {
 }
 
 /// Builds the token a load returns: `content` signed (ES384) with the
-/// receiver key, then encrypted (ECDH-ES+A192KW, A192CBC-HS384, DEF) to the
-/// platform key.
+/// receiver key, then encrypted (ECDH-ES+A192KW, A192CBC-HS384) to the
+/// platform key, compressed (`zip: DEF`) where that pays
+/// ([`deflate::worth_compressing`]).
 pub fn seal_state_token(
     content: &str,
     tenant: Uuid,
@@ -332,7 +333,9 @@ pub fn seal_state_token(
     jwe_header.set_content_encryption("A192CBC-HS384");
     jwe_header.set_content_type("JWT");
     jwe_header.set_key_id(platform.kid());
-    jwe_header.set_compression("DEF");
+    if deflate::worth_compressing(jws.as_bytes()) {
+        jwe_header.set_compression("DEF");
+    }
     REPLY_JWE
         .serialize_compact(jws.as_bytes(), &jwe_header, platform.encrypter())
         .map_err(|_| TokenError::Seal)
