@@ -276,13 +276,10 @@ impl Bench {
                 let tenant = Uuid::new_v4();
                 let built = self.build_saves(tenant, bytes, count);
                 let ids: Vec<Uuid> = built.iter().map(|(id, _)| *id).collect();
-                let sizes = (bytes > 1024)
-                    .then(|| {
-                        built
-                            .first()
-                            .and_then(|(_, r)| StateSizes::of(&r.body, bytes))
-                    })
-                    .flatten();
+                let sizes = built
+                    .first()
+                    .filter(|_| bytes > 1024)
+                    .and_then(|(_, r)| StateSizes::of(&r.body, bytes));
                 let requests = built.into_iter().map(|(_, request)| request).collect();
                 // Around each round: the host's speed drifts within
                 // seconds (building the requests takes seconds too).

@@ -7,6 +7,7 @@
 //! ones are not.
 
 use crate::common::{start_or_skip, uuid, Setup, StoreKeys};
+use fault_tests::harness::Rng;
 use serde_json::Value;
 
 const CONTENT: &str = r#"{"hello":"wörld"}"#;
@@ -55,26 +56,12 @@ async fn reply_token_is_built_as_the_contract_says() {
     );
 }
 
-/// `len` bytes of text from a 62-letter alphabet, random: what base64 of a
-/// file or of ciphertext inside a state looks like to DEFLATE.
-fn random_text(len: usize) -> String {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut state = uuid::Uuid::new_v4().as_u128() as u64 | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            alphabet[(state % 62) as usize] as char
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_replies_are_deflated_only_where_it_pays() {
     let server = start_or_skip!(Setup::on(super::ENGINE));
     let t = uuid();
-    let random = format!("\"{}\"", random_text(100_000));
+    // Random base64, as a file or ciphertext inside a state is.
+    let random = format!("\"{}\"", Rng::new(Rng::seed()).text(100_000));
     let json = format!(
         "[{}]",
         (0..2_000)
