@@ -85,6 +85,21 @@ pub fn decode(segment: &str) -> Result<Vec<u8>, &'static str> {
         .map_err(|_| "a segment is not base64url without padding")
 }
 
+/// How many bytes an unpadded base64url segment of this length decodes
+/// to, or `None` where no segment can be that long (a remainder of one
+/// character carries only 6 bits). Its characters are not looked at: this
+/// sizes a segment that is decoded later anyway (a JWE's ciphertext, by
+/// josekit), which is then the check of its alphabet.
+pub fn decoded_len(segment: &str) -> Option<usize> {
+    let (blocks, rest) = (segment.len() / 4, segment.len() % 4);
+    let tail = match rest {
+        0 => 0,
+        1 => return None,
+        _ => rest - 1,
+    };
+    Some(blocks * 3 + tail)
+}
+
 /// Decodes and parses a protected header against its allow-list.
 pub fn header<T: DeserializeOwned>(segment: &str) -> Result<T, &'static str> {
     if segment.len() > MAX_HEADER_CHARS {
@@ -116,6 +131,18 @@ mod tests {
         assert!(decode("YQ").is_ok());
         assert!(decode("YQ==").is_err());
         assert!(decode("Y+Q").is_err());
+    }
+
+    /// The length the base64 crate decodes to, for every length of
+    /// segment up to a few blocks; `None` exactly where it refuses one.
+    #[test]
+    fn decoded_lengths_are_the_decoders() {
+        for n in 0..64 {
+            let segment = "A".repeat(n);
+            let decoded = decode(&segment).map(|bytes| bytes.len()).ok();
+            // "A…" has zero trailing bits, so only the length can fail it.
+            assert_eq!(decoded_len(&segment), decoded, "length {n}");
+        }
     }
 
     #[test]

@@ -259,7 +259,10 @@ fn check_jwe_shape(header: &JweHeader, segments: &[&str]) -> Result<(), TokenErr
             "the initialization vector has the wrong length",
         ));
     }
-    if !sized(segments[3], &|n| n > 0 && n % 16 == 0) {
+    // Sized without decoding: josekit decodes the ciphertext, the largest
+    // segment by far, and refuses one that is not base64url (undecryptable,
+    // 400 too); decoding it here as well cost a 256 KiB save ~2% of its CPU.
+    if !compact::decoded_len(segments[3]).is_some_and(|n| n > 0 && n % 16 == 0) {
         return Err(TokenError::Malformed("the ciphertext has the wrong length"));
     }
     if !sized(segments[4], &|n| n == tag_len) {

@@ -165,8 +165,12 @@ fn store_error(error: StoreError) -> ApiError {
 
 /// A JSON response with the headers every response of ours carries.
 pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes_response(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// [`json_response`] for a body already serialized.
+pub fn json_bytes_response(status: StatusCode, json: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
